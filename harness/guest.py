@@ -1,0 +1,268 @@
+"""Booting the cell's kernel in QEMU and reading back what each test did.
+
+QEMU runs in a container of the runner image with no network. The only device it may get
+is /dev/kvm, and only when a real probe boot under KVM finished: on these machines /dev/kvm
+exists but a nested KVM guest hangs after decompression, so its mere presence proves nothing.
+The guest's init (guest/init) reports on ttyS1; the console (ttyS0) is kept for crash and
+splat detection. `panic=-1 oops=panic` with `-no-reboot` turns any oops into a QEMU exit
+(with status 0: Debian builds pvpanic as a module), so a crash is recognised from the
+console and from the test that started but never ended; the guest is then booted again to
+run the tests after it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker.errors
+import requests.exceptions
+from filelock import FileLock
+
+from harness import docker_env
+from harness.settings import cache_dir
+
+logger = logging.getLogger(__name__)
+
+KVM_PROBE_LIMIT_S = 60
+BOOT_LIMIT_S = {"kvm": 60, "tcg": 180}
+# Modules load and run slower under TCG: every per-test limit is scaled by this.
+TIMEOUT_SCALE = {"kvm": 1, "tcg": 3}
+PER_TEST_SLACK_S = 30
+TAINT_EXPECTED = 4096 | 8192  # O (out-of-tree) and E (unsigned): every stap module sets them
+TAINT_NAMES = {1: "P", 2: "F", 4: "S", 8: "R", 16: "M", 32: "B", 64: "U", 128: "D", 256: "A",
+               512: "W", 1024: "C", 2048: "I", 4096: "O", 8192: "E", 16384: "L", 32768: "K",
+               65536: "X", 131072: "T"}
+
+CRASH_RE = re.compile(
+    r"(Kernel panic - not syncing|Oops:|BUG: unable to handle|kernel BUG at|general protection fault"
+    r"|BUG: kernel NULL pointer|Unable to handle kernel|double fault)"
+)
+SPLAT_RE = re.compile(
+    r"(WARNING: CPU:|------------\[ cut here \]|BUG: |soft lockup|rcu: INFO: rcu_.* stall"
+    r"|rcu_sched detected stall|blocked for more than \d+ seconds|Call Trace:)"
+)
+TIMESTAMP_RE = re.compile(r"^\[\s*\d+\.\d+\]\s?")
+
+
+@dataclass
+class TestRun:
+    name: str
+    index: int
+    boot: int
+    ended: bool = False
+    status: int | None = None
+    timed_out: bool = False
+    taint_before: int = 0
+    taint_after: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    console: str = ""  # the console lines printed while this test ran
+    crash: str = ""  # the oops or panic excerpt when the guest died during this test
+    guest_hung: bool = False  # the host killed the guest: it stopped answering
+    seconds: float = 0.0
+
+    def new_taint(self) -> str:
+        flags = (self.taint_after & ~self.taint_before) & ~TAINT_EXPECTED
+        return "".join(name for bit, name in TAINT_NAMES.items() if flags & bit)
+
+
+@dataclass
+class GuestRun:
+    accel: str
+    runs: dict[str, TestRun] = field(default_factory=dict)
+    boots: int = 0
+    build_id: str = ""
+    boot_failure: str = ""
+    seconds: float = 0.0
+
+
+def qemu_command(accel: str, start: int, boot: int, probe: bool = False) -> list[str]:
+    append = f"console=ttyS0 panic=-1 oops=panic rdinit=/init sm.start={start} sm.scale={TIMEOUT_SCALE[accel]}"
+    if probe:
+        append += " sm.probe=1"
+    return [
+        "qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-accel", accel, "-m", "1024", "-smp", "1",
+        "-kernel", "/guest/vmlinuz", "-initrd", "/guest/initramfs.cpio.gz", "-append", append,
+        "-serial", f"file:/guest/console-{boot}.log", "-serial", f"file:/guest/results-{boot}.log",
+    ]
+
+
+def _boot(runner_image: str, guest_dir: Path, accel: str, start: int, boot: int, limit_s: float,
+          probe: bool = False) -> bool:
+    """One QEMU run; True when it ended by itself, False when the host had to kill it."""
+    devices = ["/dev/kvm:/dev/kvm:rwm"] if accel == "kvm" else []
+    container = docker_env.client().containers.run(
+        runner_image, qemu_command(accel, start, boot, probe), detach=True, network_mode="none",
+        devices=devices, labels=docker_env.container_labels("guest"),
+        volumes={str(guest_dir): {"bind": "/guest", "mode": "rw"}},
+    )
+    try:
+        try:
+            result = container.wait(timeout=limit_s)
+            if result.get("StatusCode", 0) != 0:
+                logs = container.logs().decode("utf-8", "replace")[-600:]
+                (guest_dir / f"qemu-{boot}.log").write_text(logs)
+            return True
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            container.kill()
+            return False
+    finally:
+        try:
+            container.remove(force=True)
+        except docker.errors.APIError:
+            pass
+
+
+def choose_accel(runner_image: str, guest_dir: Path) -> tuple[str, str]:
+    """(accel, why): KVM only when a probe boot under KVM really finished."""
+    forced = os.environ.get("STAPMATRIX_ACCEL", "")
+    if forced in ("kvm", "tcg"):
+        return forced, f"STAPMATRIX_ACCEL={forced}"
+    if not os.path.exists("/dev/kvm"):
+        return "tcg", "no /dev/kvm"
+    verdict_path = cache_dir() / "kvm-probe.json"
+    with FileLock(str(verdict_path) + ".lock"):
+        if verdict_path.exists():
+            verdict = json.loads(verdict_path.read_text())
+            if verdict.get("boot_id") == docker_env.boot_id():
+                return verdict["accel"], verdict["why"] + " (probed earlier since this host booted)"
+        started = time.monotonic()
+        finished = _boot(runner_image, guest_dir, "kvm", 0, 0, KVM_PROBE_LIMIT_S, probe=True)
+        results = (guest_dir / "results-0.log")
+        text = results.read_text(errors="replace") if results.exists() else ""
+        took = time.monotonic() - started
+        if finished and "@@SM DONE" in text:
+            accel, why = "kvm", f"a KVM probe boot finished in {took:.0f} s"
+        else:
+            accel, why = "tcg", f"a KVM probe boot did not finish within {KVM_PROBE_LIMIT_S} s (nested KVM hangs)"
+        verdict_path.write_text(json.dumps({"boot_id": docker_env.boot_id(), "accel": accel, "why": why}))
+    return accel, why
+
+
+def _console_sections(console: str) -> dict[str, str]:
+    """The console lines printed between each test's start and end markers (from /dev/kmsg)."""
+    sections: dict[str, list[str]] = {}
+    current = None
+    for raw in console.splitlines():
+        line = TIMESTAMP_RE.sub("", raw.rstrip("\r"))
+        if line.startswith("stapmatrix: start "):
+            current = line.split()[-1]
+            sections[current] = []
+        elif line.startswith("stapmatrix: end "):
+            current = None
+        elif current is not None:
+            sections[current].append(line)
+    return {name: "\n".join(lines) for name, lines in sections.items()}
+
+
+def crash_excerpt(console: str, lines: int = 30) -> str:
+    all_lines = [TIMESTAMP_RE.sub("", line.rstrip("\r")) for line in console.splitlines()]
+    for index, line in enumerate(all_lines):
+        if CRASH_RE.search(line):
+            return "\n".join(all_lines[index : index + lines])
+    return ""
+
+
+def parse_results(text: str, boot: int, runs: dict[str, TestRun]) -> tuple[bool, bool, str]:
+    """Fold one boot's result channel into `runs`; returns (booted, done, build-id)."""
+    booted = done = False
+    build_id = ""
+    chunks: dict[tuple[str, str], list[str]] = {}
+    for raw in text.splitlines():
+        line = raw.strip("\r\n\x00 ")
+        if not line.startswith("@@SM "):
+            continue
+        words = line.split()
+        kind = words[1] if len(words) > 1 else ""
+        if kind == "BOOTED":
+            booted = True
+        elif kind == "NOTES" and len(words) > 2:
+            build_id = build_id_from_notes(words[2])
+        elif kind == "START" and len(words) >= 4:
+            runs[words[3]] = TestRun(words[3], int(words[2]), boot)
+        elif kind == "RC" and len(words) >= 7 and words[2] in runs:
+            run = runs[words[2]]
+            run.status, run.timed_out = int(words[3]), words[4] == "1"
+            run.taint_before, run.taint_after = int(words[5]), int(words[6])
+        elif kind in ("OUT", "ERR") and len(words) >= 4:
+            chunks.setdefault((kind, words[2]), []).append(words[3])
+        elif kind == "END" and len(words) >= 3 and words[2] in runs:
+            runs[words[2]].ended = True
+        elif kind == "DONE":
+            done = True
+    for (kind, name), parts in chunks.items():
+        if name in runs:
+            decoded = base64.b64decode("".join(parts) + "===").decode("utf-8", "replace")
+            if kind == "OUT":
+                runs[name].stdout = decoded
+            else:
+                runs[name].stderr = decoded
+    return booted, done, build_id
+
+
+def build_id_from_notes(hex_notes: str) -> str:
+    """The GNU build-id from /sys/kernel/notes (ELF notes: namesz, descsz, type, name, desc)."""
+    data = bytes.fromhex(hex_notes)
+    offset = 0
+    while offset + 12 <= len(data):
+        namesz, descsz, kind = (int.from_bytes(data[offset + i : offset + i + 4], "little") for i in (0, 4, 8))
+        name_start = offset + 12
+        desc_start = name_start + ((namesz + 3) & ~3)
+        if kind == 3 and data[name_start : name_start + namesz].rstrip(b"\0") == b"GNU":
+            return data[desc_start : desc_start + descsz].hex()
+        offset = desc_start + ((descsz + 3) & ~3)
+    return ""
+
+
+def run_guest(runner_image: str, guest_dir: Path, tests: list[str], timeouts: dict[str, int],
+              accel: str) -> GuestRun:
+    """Boot until every test has run: a crash or hang costs one boot, the rest go on."""
+    outcome = GuestRun(accel)
+    started = time.monotonic()
+    start = 0
+    while start < len(tests):
+        outcome.boots += 1
+        boot = outcome.boots
+        remaining = tests[start:]
+        limit = BOOT_LIMIT_S[accel] + sum(timeouts[t] + PER_TEST_SLACK_S for t in remaining)
+        boot_started = time.monotonic()
+        finished = _boot(runner_image, guest_dir, accel, start, boot, limit)
+        results_path, console_path = guest_dir / f"results-{boot}.log", guest_dir / f"console-{boot}.log"
+        text = results_path.read_text(errors="replace") if results_path.exists() else ""
+        console = console_path.read_text(errors="replace") if console_path.exists() else ""
+        booted, done, build_id = parse_results(text, boot, outcome.runs)
+        outcome.build_id = outcome.build_id or build_id
+        sections = _console_sections(console)
+        for name in remaining:
+            if name in outcome.runs and outcome.runs[name].boot == boot:
+                outcome.runs[name].console = sections.get(name, "")
+        if not booted:
+            tail = "\n".join(console.splitlines()[-25:])
+            why = "did not boot" if finished else f"did not boot within {limit} s"
+            outcome.boot_failure = f"the guest {why}; console tail:\n{tail}"
+            break
+        if done:
+            break
+        # The guest died or hung during the last test it started: that test gets the blame.
+        started_here = [outcome.runs[n] for n in remaining if n in outcome.runs and outcome.runs[n].boot == boot]
+        if not started_here:
+            outcome.boot_failure = "the guest booted but ran no test; console tail:\n" + "\n".join(console.splitlines()[-25:])
+            break
+        culprit = started_here[-1]
+        culprit.ended = False
+        culprit.guest_hung = not finished
+        culprit.crash = crash_excerpt(console) or ("" if not finished else "\n".join(console.splitlines()[-25:]))
+        culprit.seconds = time.monotonic() - boot_started
+        start = tests.index(culprit.name) + 1
+        logger.warning("guest %s during %s; booting again for the %d test(s) after it",
+                       "hung" if not finished else "died", culprit.name, len(tests) - start)
+    outcome.seconds = time.monotonic() - started
+    return outcome

@@ -1,0 +1,232 @@
+"""Docker images: base per suite, kernel per kernel, systemtap per build, cell, runner.
+
+Tags are content addresses: `stapmatrix/KIND:HASH`, the hash covering the Dockerfile, the
+files it copies and every build argument. A build is tagged only after it succeeded (the
+daemon builds untagged, we tag the final id), so a failed or interrupted build leaves
+nothing that a later run could mistake for a good image. A file lock named after the tag
+makes pytest-xdist workers build each image once per run: the first builds, the others wait
+and find it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import docker.errors
+from filelock import FileLock
+
+from harness import docker_env
+from harness.archive import SUITES
+from harness.errors import InfraError
+from harness.plan import Cell, KernelBuild, StapBuild
+from harness.settings import cache_dir, mirror_url
+
+logger = logging.getLogger(__name__)
+
+IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+REPOSITORY = "stapmatrix"
+BUILD_ATTEMPTS = 2  # a second try for a download that broke half-way
+Progress = Callable[[str], None]
+
+
+def _hash(*parts: str | bytes) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def build_log_path(tag: str) -> Path:
+    directory = cache_dir() / "build-logs"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / (tag.replace("/", "_").replace(":", "_") + ".log")
+
+
+def _ensure(tag: str, build: Callable[[Path], None], progress: Progress) -> str:
+    """Build `tag` unless it exists; serialised across processes by a lock named after it."""
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / (tag.replace("/", "_").replace(":", "_") + ".lock"))):
+        if docker_env.image_exists(tag):
+            return tag
+        log_path = build_log_path(tag)
+        started = time.monotonic()
+        progress(f"building {tag} (log: {log_path})")
+        build(log_path)
+        progress(f"built {tag} in {time.monotonic() - started:.0f} s")
+    return tag
+
+
+def _context(dockerfile: str, files: tuple[str, ...]) -> tuple[bytes, bytes]:
+    """A build context tar holding the Dockerfile and the helper files it copies."""
+    buffer = io.BytesIO()
+    contents = b""
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, arcname in [(dockerfile, "Dockerfile"), *[(f, f) for f in files]]:
+            data = (IMAGES_DIR / name).read_bytes()
+            contents += data
+            info = tarfile.TarInfo(arcname)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue(), contents
+
+
+def _docker_build(context: bytes, buildargs: dict[str, str], tag: str, log_path: Path, progress: Progress) -> None:
+    api = docker_env.client().api
+    last_error = ""
+    for attempt in range(1, BUILD_ATTEMPTS + 1):
+        image_id = None
+        tail: list[str] = []
+        with log_path.open("a") as log:
+            log.write(f"=== attempt {attempt}: {tag} {buildargs}\n")
+            for chunk in api.build(
+                fileobj=io.BytesIO(context), custom_context=True, buildargs=buildargs, rm=True,
+                forcerm=True, decode=True, network_mode="host", labels={docker_env.LABEL: "1"},
+                pull=False,
+            ):
+                text = chunk.get("stream", "")
+                if text:
+                    log.write(text)
+                    tail = (tail + text.splitlines())[-25:]
+                    if text.startswith("Step "):
+                        progress(f"{tag}: {text.strip()[:120]}")
+                if "aux" in chunk and "ID" in chunk["aux"]:
+                    image_id = chunk["aux"]["ID"]
+                if "error" in chunk:
+                    last_error = chunk["error"].strip()
+                    log.write(f"ERROR: {last_error}\n")
+        if image_id and not last_error:
+            repository, _, version = tag.partition(":")
+            api.tag(image_id, repository, version)
+            return
+        progress(f"{tag}: build attempt {attempt} failed: {last_error}")
+        if "no space left" in last_error.lower():
+            break
+    raise InfraError(
+        f"building {tag} failed: {last_error}\n  last lines:\n    " + "\n    ".join(tail[-12:])
+        + f"\n  full log: {log_path}"
+    )
+
+
+def _build_dockerfile(kind: str, dockerfile: str, files: tuple[str, ...], buildargs: dict[str, str],
+                      progress: Progress) -> str:
+    context, contents = _context(dockerfile, files)
+    tag = f"{REPOSITORY}/{kind}:{_hash(contents, *sorted(f'{k}={v}' for k, v in buildargs.items()))}"
+    return _ensure(tag, lambda log: _docker_build(context, buildargs, tag, log, progress), progress)
+
+
+# --- base images ---------------------------------------------------------------------------
+
+def _apt_sources(base_suite: str) -> str:
+    """Every suite the plan may take packages from; the base suite wins any tie (pin 990)."""
+    blocks = []
+    for suite in SUITES:
+        blocks.append(
+            f"Types: deb\nURIs: {mirror_url()}\nSuites: {suite}\nComponents: main\n"
+            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        )
+    return "\n".join(blocks)
+
+
+_APT_CONF = """\
+// sid's Release file is stale on this archive: apt refuses it without this.
+Acquire::Check-Valid-Until "false";
+APT::Install-Recommends "false";
+APT::Install-Suggests "false";
+Acquire::Languages "none";
+"""
+
+
+def _debootstrap(suite: str, tag: str, log_path: Path) -> None:
+    if shutil.which("debootstrap") is None:
+        raise InfraError("debootstrap is not installed: `apt-get install debootstrap` (or run `./sm setup`)")
+    with tempfile.TemporaryDirectory(prefix="stapmatrix-base-") as tmp:
+        root = Path(tmp) / "root"
+        command = ["debootstrap", "--variant=minbase", "--include=ca-certificates,debian-archive-keyring",
+                   suite, str(root), mirror_url()]
+        with log_path.open("a") as log:
+            log.write(f"=== {' '.join(command)}\n")
+            log.flush()
+            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+        if result.returncode != 0:
+            raise InfraError(f"debootstrap of {suite} failed (exit {result.returncode}); log: {log_path}")
+        (root / "etc/apt/sources.list").unlink(missing_ok=True)
+        (root / "etc/apt/sources.list.d/stapmatrix.sources").write_text(_apt_sources(suite))
+        (root / "etc/apt/preferences.d/stapmatrix").write_text(
+            f"Package: *\nPin: release n={suite}\nPin-Priority: 990\n"
+        )
+        (root / "etc/apt/apt.conf.d/90stapmatrix").write_text(_APT_CONF)
+        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for item in (root / cache).glob("*"):
+                if item.is_file():
+                    item.unlink()
+        tarball = Path(tmp) / "root.tar"
+        subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(tarball), "."], check=True)
+        repository, _, version = tag.partition(":")
+        docker_env.client().api.import_image_from_file(
+            str(tarball), repository=repository, tag=version,
+            changes=[f"LABEL {docker_env.LABEL}=1", 'CMD ["/bin/bash"]'],
+        )
+
+
+def base_image(suite: str, progress: Progress) -> str:
+    recipe = _hash("debootstrap-minbase-v1", suite, mirror_url(), _apt_sources(suite), _APT_CONF)
+    tag = f"{REPOSITORY}/base:{suite}-{recipe}"
+    return _ensure(tag, lambda log: _debootstrap(suite, tag, log), progress)
+
+
+# --- the rest ------------------------------------------------------------------------------
+
+def kernel_image(base: str, kernel: KernelBuild, progress: Progress) -> str:
+    return _build_dockerfile(
+        "kernel", "kernel.Dockerfile", ("extract-kernel.sh",),
+        {"BASE": base, "KVER": kernel.abi, "DBG_PACKAGE": kernel.dbg_package, "PACKAGES": " ".join(kernel.packages)},
+        progress,
+    )
+
+
+def stap_image(base: str, stap: StapBuild, progress: Progress) -> str:
+    return _build_dockerfile(
+        "stap", "stap-deb.Dockerfile", ("stapmatrix-target.c",),
+        {"BASE": base, "PACKAGES": " ".join(stap.packages)}, progress,
+    )
+
+
+def cell_image(kernel: str, stap: str, compilers: tuple[str, ...], progress: Progress) -> str:
+    return _build_dockerfile(
+        "cell", "cell.Dockerfile", (),
+        {"KERNEL_IMAGE": kernel, "STAP_IMAGE": stap, "COMPILERS": " ".join(compilers)}, progress,
+    )
+
+
+def runner_image(base: str, progress: Progress) -> str:
+    return _build_dockerfile("runner", "runner.Dockerfile", (), {"BASE": base}, progress)
+
+
+def image_id(tag: str) -> str:
+    try:
+        return str(docker_env.client().images.get(tag).id)
+    except docker.errors.ImageNotFound as error:
+        raise InfraError(f"image {tag} vanished during the run") from error
+
+
+class CellImages:
+    """Every image one cell needs, built (or found) in dependency order."""
+
+    def __init__(self, cell: Cell, progress: Progress) -> None:
+        self.base = base_image(cell.base_suite, progress)
+        self.kernel = kernel_image(self.base, cell.kernel, progress)
+        self.stap = stap_image(self.base, cell.stap, progress)
+        self.cell = cell_image(self.kernel, self.stap, cell.kernel.compilers, progress)
+        self.runner = runner_image(self.base, progress)
