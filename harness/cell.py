@@ -71,6 +71,7 @@ def run_cell(cell: Cell, context: CellContext, cell_dir: Path, progress: Callabl
         stages["images"] = Stage(time.monotonic() - started, False)
         return _error_results(cell, f"image build failed: {error}", stages, artifacts)
     stages["images"] = Stage(time.monotonic() - started, not built)
+    artifacts["image"] = cell_images.cell
 
     progress(f"{cell.id}: compiling {len(cell.tests)} script(s)")
     started = time.monotonic()
@@ -89,7 +90,7 @@ def run_cell(cell: Cell, context: CellContext, cell_dir: Path, progress: Callabl
     guest: GuestRun | None = None
     accel = ""
     started = time.monotonic()
-    if runnable:
+    if True:  # boot even when nothing compiled: it proves the kernel boots and gives its build-id
         try:
             accel, why = choose_accel(cell_images.runner, guest_dir)
             progress(f"{cell.id}: booting {cell.kernel.abi} under {accel.upper()} ({why})")
@@ -99,6 +100,8 @@ def run_cell(cell: Cell, context: CellContext, cell_dir: Path, progress: Callabl
             stages["run"] = Stage(time.monotonic() - started, False)
             return _error_results(cell, f"running the guest failed: {error}", stages, artifacts)
     stages["run"] = Stage(time.monotonic() - started, False)
+    if guest and guest.build_id:
+        artifacts["guest_build_id"] = guest.build_id
 
     results = []
     for script in cell.tests:

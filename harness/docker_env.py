@@ -77,7 +77,9 @@ def _owner_alive(container: Container) -> bool:
 def remove_orphans() -> list[str]:
     """Remove containers left by runs whose process is gone; returns their names."""
     removed = []
-    for container in client().containers.list(all=True, filters={"label": f"{LABEL}=1"}):
+    # Filter on the owner label, not just LABEL: the classic builder's intermediate containers
+    # inherit LABEL from our base image, and a concurrent build's must not be reaped.
+    for container in client().containers.list(all=True, filters={"label": [f"{LABEL}=1", OWNER_PID_LABEL]}):
         if not _owner_alive(container):
             try:
                 container.remove(force=True)

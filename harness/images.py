@@ -119,10 +119,16 @@ def _docker_build(context: bytes, buildargs: dict[str, str], tag: str, log_path:
     )
 
 
+def dockerfile_tag(kind: str, dockerfile: str, files: tuple[str, ...], buildargs: dict[str, str]) -> str:
+    """The content address: the Dockerfile, the files it copies, every build argument."""
+    _, contents = _context(dockerfile, files)
+    return f"{REPOSITORY}/{kind}:{_hash(contents, *sorted(f'{k}={v}' for k, v in buildargs.items()))}"
+
+
 def _build_dockerfile(kind: str, dockerfile: str, files: tuple[str, ...], buildargs: dict[str, str],
                       progress: Progress) -> str:
-    context, contents = _context(dockerfile, files)
-    tag = f"{REPOSITORY}/{kind}:{_hash(contents, *sorted(f'{k}={v}' for k, v in buildargs.items()))}"
+    context, _ = _context(dockerfile, files)
+    tag = dockerfile_tag(kind, dockerfile, files, buildargs)
     return _ensure(tag, lambda log: _docker_build(context, buildargs, tag, log, progress), progress)
 
 

@@ -27,6 +27,7 @@ KNOWN = ("expect", "expect-re", "stap-arg", "timeout", "run")
 
 @dataclass(frozen=True)
 class TestScript:
+    __test__ = False  # not a pytest class
     name: str
     path: Path
     text: str

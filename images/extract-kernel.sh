@@ -2,6 +2,8 @@
 # Usage: extract-kernel.sh KVER DBG_PACKAGE NAME=VERSION...
 # Downloads the kernel's packages and extracts what stap and the guest need into /kroot.
 set -eu
+# Trace every step: the build log then shows which one failed.
+set -x
 kver=$1 dbg=$2
 shift 2
 mkdir -p /tmp/debs /kroot
@@ -50,5 +52,7 @@ fi
 rm -rf /kroot/usr/share/doc /kroot/usr/share/man /kroot/usr/share/lintian /kroot/usr/share/bug
 rm -rf /tmp/debs /var/lib/apt/lists/*
 test -f "/kroot/boot/vmlinuz-$kver"
-test -e "/kroot/usr/lib/modules/$kver/build/Makefile"
+# build is a symlink (absolute in bookworm's packages): check its target inside /kroot.
+test -f "/kroot/usr/src/linux-headers-$kver/Makefile"
+test -L "/kroot/usr/lib/modules/$kver/build"
 echo "extract-kernel: $kver ready: vmlinux $(stat -c %s "/kroot$real") bytes"

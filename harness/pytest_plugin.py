@@ -1,0 +1,178 @@
+"""pytest front end: the matrix as pytest items, one xdist group per cell.
+
+    pytest -n auto                      runs matrix.yaml (tests/test_matrix.py holds the items)
+    pytest -n auto --matrix FILE        runs another matrix
+    pytest -k 6.12 -m stap_5_1_5        selects cells
+
+Each cell runs once, in the worker that owns its xdist group, the first time one of its items
+needs it. Images shared by several cells are built once per run (harness/images.py locks).
+Workers write one JSON file per cell; the controller merges them into results.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from harness import docker_env
+from harness.archive import Archive
+from harness.cell import CellContext, run_cell
+from harness.cli import new_run_dir
+from harness.errors import InfraError, MatrixError, StapmatrixError
+from harness.matrix import Matrix, load_matrix
+from harness.outcomes import Outcome, Result, read_results, write_results
+from harness.plan import Cell, Plan, make_plan
+
+logger = logging.getLogger("stapmatrix")
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR_KEY = "stapmatrix_run_dir"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("stapmatrix")
+    group.addoption("--matrix", default=None, help="matrix file to run (default: matrix.yaml at the repository root)")
+
+
+def _wants_matrix(config: pytest.Config) -> bool:
+    if config.getoption("matrix"):
+        return True
+    tests = ROOT / "tests"
+    for arg in config.args:
+        path = Path(arg.split("::")[0]).resolve()
+        if path == ROOT or path == tests or tests in path.parents:
+            return True
+    return False
+
+
+def _marker(prefix: str, value: str) -> str:
+    return prefix + re.sub(r"[^A-Za-z0-9]+", "_", value).strip("_")
+
+
+class MatrixSession:
+    """The loaded matrix and plan, plus the results of the cells this process ran."""
+
+    def __init__(self, matrix: Matrix, plan: Plan, run_dir: Path) -> None:
+        self.matrix = matrix
+        self.plan = plan
+        self.run_dir = run_dir
+        self.results: dict[str, list[Result]] = {}
+
+    def cell_results(self, cell: Cell) -> list[Result]:
+        if cell.id not in self.results:
+            context = CellContext(self.matrix.allow_splats, self.matrix.known_failure)
+            progress_log = self.run_dir / "progress.log"
+
+            def progress(message: str) -> None:
+                logger.info(message)
+                with progress_log.open("a") as log:
+                    log.write(f"[{os.getpid()}] {message}\n")
+
+            results = run_cell(cell, context, self.run_dir / cell.id, progress)
+            write_results(self.run_dir / "cells" / f"{cell.id}.json", results)
+            self.results[cell.id] = results
+        return self.results[cell.id]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "stapmatrix_cell(id): the matrix cell an item belongs to")
+    if not _wants_matrix(config):
+        return
+    matrix_path = Path(config.getoption("matrix") or ROOT / "matrix.yaml")
+    try:
+        matrix = load_matrix(matrix_path)
+        plan = make_plan(matrix, Archive())
+    except MatrixError as error:
+        raise pytest.UsageError(str(error)) from None
+    except StapmatrixError as error:
+        raise pytest.UsageError(f"cannot plan the matrix: {error}") from None
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        run_dir = Path(workerinput[RUN_DIR_KEY])
+    else:
+        try:
+            docker_env.remove_orphans()
+        except StapmatrixError as error:
+            raise pytest.UsageError(str(error)) from None
+        run_dir = new_run_dir()
+    for kernel in plan.kernels:
+        config.addinivalue_line("markers", f"{_marker('kernel_', kernel.abi)}: cells of kernel {kernel.abi}")
+    for stap in plan.staps:
+        config.addinivalue_line("markers", f"{_marker('stap_', stap.spec.value)}: cells of systemtap {stap.spec.spec}")
+    config.stash[SESSION_KEY] = MatrixSession(matrix, plan, run_dir)
+
+
+SESSION_KEY = pytest.StashKey[MatrixSession]()
+
+
+def pytest_configure_node(node: object) -> None:
+    """xdist controller hook: every worker writes into the controller's run directory."""
+    config = node.config  # type: ignore[attr-defined]
+    if SESSION_KEY in config.stash:
+        node.workerinput[RUN_DIR_KEY] = str(config.stash[SESSION_KEY].run_dir)  # type: ignore[attr-defined]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    wanted = {"stap_case", "image_case"} & set(metafunc.fixturenames)
+    if not wanted:
+        return
+    session = metafunc.config.stash.get(SESSION_KEY, None)
+    if session is None:
+        raise pytest.UsageError("matrix items need the matrix: run them from the repository root")
+    params = []
+    for cell in session.plan.cells:
+        marks = [pytest.mark.xdist_group(cell.id), getattr(pytest.mark, _marker("kernel_", cell.kernel.abi)),
+                 getattr(pytest.mark, _marker("stap_", cell.stap.spec.value))]
+        if "stap_case" in wanted:
+            params += [pytest.param((cell, t.name), id=f"{cell.id}-{t.name}", marks=marks) for t in cell.tests]
+        else:
+            params.append(pytest.param(cell, id=cell.id, marks=marks))
+    metafunc.parametrize(next(iter(wanted)), params)
+
+
+@pytest.fixture(scope="session")
+def matrix_session(request: pytest.FixtureRequest) -> MatrixSession:
+    return request.config.stash[SESSION_KEY]
+
+
+@pytest.fixture
+def stap_result(stap_case: tuple[Cell, str], matrix_session: MatrixSession) -> Result:
+    """The test's result; an infrastructure failure is raised here, so pytest calls it an error."""
+    cell, test = stap_case
+    result = next(r for r in matrix_session.cell_results(cell) if r.test == test)
+    if result.outcome is Outcome.ERROR:
+        raise InfraError(f"{result.detail}\nreproduce: {result.reproduce}")
+    return result
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    matrix_session = session.config.stash.get(SESSION_KEY, None)
+    if matrix_session is None or hasattr(session.config, "workerinput"):
+        return
+    cells_dir = matrix_session.run_dir / "cells"
+    results = []
+    for path in sorted(cells_dir.glob("*.json")) if cells_dir.exists() else []:
+        results += read_results(path)
+    if results:
+        write_results(matrix_session.run_dir / "results.json", results)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    matrix_session = config.stash.get(SESSION_KEY, None)
+    if matrix_session is None or not (matrix_session.run_dir / "results.json").exists():
+        return
+    results = read_results(matrix_session.run_dir / "results.json")
+    terminalreporter.section("stapmatrix grid")
+    for result in results:
+        reason = (result.detail or result.xfail_reason).splitlines()[0][:110] if (result.detail or result.xfail_reason) else ""
+        terminalreporter.write_line(f"{result.outcome.value:12} {result.kernel:24} {result.stap:10} {result.test:16} {reason}")
+    terminalreporter.write_line(f"results: {matrix_session.run_dir / 'results.json'}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if SESSION_KEY in config.stash:
+        docker_env.remove_own_containers()

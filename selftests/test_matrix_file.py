@@ -1,0 +1,93 @@
+"""matrix.yaml validation: real malformed files get errors naming file, line and a fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.archive import Archive
+from harness.errors import MatrixError
+from harness.matrix import load_matrix
+from harness.plan import make_plan
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = "probe begin { exit() }\n"
+
+
+def matrix_text(kernels: str = "  - 6.12.117+deb13-amd64\n", stap: str = "  - deb:5.1-5\n",
+                extra: str = "") -> str:
+    return f"kernels:\n{kernels}stap:\n{stap}tests:\n  - hello.stp\n{extra}"
+
+
+def error_of(write, text: str) -> str:  # type: ignore[no-untyped-def]
+    write("hello.stp", SCRIPT)
+    path = write("matrix.yaml", text)
+    with pytest.raises(MatrixError) as caught:
+        make_plan(load_matrix(path), Archive())
+    return str(caught.value)
+
+
+def test_default_matrix_is_valid() -> None:
+    matrix = load_matrix(ROOT / "matrix.yaml")
+    assert len(matrix.kernels) >= 2 and len(matrix.staps) >= 3 and len(matrix.tests) >= 5
+
+
+def test_misspelled_key_names_line_and_suggestion(write) -> None:  # type: ignore[no-untyped-def]
+    message = error_of(write, matrix_text(extra="exlude: []\n"))
+    assert "matrix.yaml:7" in message and "'exlude'" in message and "exclude" in message
+
+
+def test_yaml_syntax_error_names_line(write) -> None:  # type: ignore[no-untyped-def]
+    message = error_of(write, "kernels:\n  - 6.1.0-50-amd64\nstap: [deb:5.1-5\ntests: []\n")
+    assert "matrix.yaml:" in message and "not valid YAML" in message
+
+
+def test_shell_metacharacters_are_refused(write) -> None:  # type: ignore[no-untyped-def]
+    message = error_of(write, matrix_text(kernels="  - '6.1.0-50-amd64; rm -rf /'\n"))
+    assert "matrix.yaml:2" in message and "never shell text" in message
+
+
+def test_bad_stap_spec(write) -> None:  # type: ignore[no-untyped-def]
+    message = error_of(write, matrix_text(stap="  - stap-5.1\n"))
+    assert "matrix.yaml:4" in message and "deb:VERSION" in message
+
+
+def test_missing_script_names_line(write) -> None:  # type: ignore[no-untyped-def]
+    write("hello.stp", SCRIPT)
+    path = write("matrix.yaml", matrix_text().replace("hello.stp", "nope.stp"))
+    with pytest.raises(MatrixError, match=r"matrix.yaml:6: test script .*nope.stp does not exist"):
+        load_matrix(path)
+
+
+def test_unknown_kernel_lists_nearest_abis(write) -> None:  # type: ignore[no-untyped-def]
+    message = error_of(write, matrix_text(kernels="  - 6.12.999+deb13-amd64\n"))
+    assert "matrix.yaml:2" in message and "6.12.999+deb13-amd64" in message
+    assert "+deb13-amd64" in message.split("the archive has:")[1]
+
+
+def test_unknown_stap_version_lists_available(write) -> None:  # type: ignore[no-untyped-def]
+    message = error_of(write, matrix_text(stap="  - deb:5.2-1\n"))
+    assert "matrix.yaml:4" in message and "deb:5.1-5 (trixie)" in message
+
+
+def test_xfail_entry_needs_reason(write) -> None:  # type: ignore[no-untyped-def]
+    message = error_of(write, matrix_text(extra="xfail:\n  - {kernel: '6.12.*'}\n"))
+    assert "matrix.yaml:8" in message and "reason" in message
+
+
+def test_rules_match_by_pattern(write) -> None:  # type: ignore[no-untyped-def]
+    write("hello.stp", SCRIPT)
+    path = write("matrix.yaml", matrix_text(extra="xfail:\n  - {kernel: '6.12.*', stap: 'deb:5.1*', reason: r}\n"))
+    matrix = load_matrix(path)
+    assert matrix.known_failure("6.12.117+deb13-amd64", "deb:5.1-5", "hello")
+    assert not matrix.known_failure("6.1.0-50-amd64", "deb:5.1-5", "hello")
+
+
+def test_plan_resolves_suites_and_compilers() -> None:
+    plan = make_plan(load_matrix(ROOT / "matrix.yaml"), Archive())
+    kernels = {k.abi: k for k in plan.kernels}
+    assert kernels["6.1.0-50-amd64"].suite == "bookworm" and kernels["6.1.0-50-amd64"].compilers == ("gcc-12",)
+    assert kernels["6.12.117+deb13-amd64"].compilers == ("gcc-14",)
+    assert plan.base_suite == "trixie"
+    assert len(plan.cells) == len(plan.kernels) * len(plan.staps)

@@ -1,0 +1,66 @@
+"""The matrix as pytest items (see harness/pytest_plugin.py for how they are generated).
+
+test_stap[KERNEL-stapVERSION-SCRIPT]: one per cell and script; passes only on `pass`.
+test_image[KERNEL-stapVERSION]: testinfra checks of the cell's image against its kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import testinfra
+
+from harness import docker_env
+from harness.outcomes import Outcome, Result
+from harness.plan import Cell
+from harness.pytest_plugin import MatrixSession
+
+
+def test_stap(stap_result: Result) -> None:
+    if stap_result.outcome is Outcome.XFAIL:
+        pytest.xfail(f"{stap_result.xfail_reason} (got {stap_result.actual}: {stap_result.detail.splitlines()[0] if stap_result.detail else ''})")
+    if stap_result.outcome is Outcome.PASS and stap_result.detail:
+        pytest.fail(stap_result.detail, pytrace=False)  # a known failure that passed: strict xfail
+    if stap_result.outcome is not Outcome.PASS:
+        pytest.fail(
+            f"{stap_result.outcome.value}: {stap_result.detail}\n"
+            f"artifacts: {stap_result.artifacts.get('dir')}\nreproduce: {stap_result.reproduce}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def cell_host(image_case: Cell, matrix_session: MatrixSession) -> Iterator[testinfra.host.Host]:
+    """A testinfra host: a container of the cell's image, no network, removed afterwards."""
+    results = matrix_session.cell_results(image_case)  # builds the images and boots the guest
+    if all(r.outcome is Outcome.ERROR for r in results):
+        pytest.fail(f"the cell did not build: {results[0].detail}", pytrace=False)
+    container = docker_env.client().containers.run(
+        results[0].artifacts["image"], ["sleep", "infinity"], detach=True, network_mode="none",
+        labels=docker_env.container_labels("testinfra"),
+    )
+    try:
+        yield testinfra.get_host(f"docker://{container.id}")
+    finally:
+        container.remove(force=True)
+
+
+def test_image(image_case: Cell, cell_host: testinfra.host.Host, matrix_session: MatrixSession) -> None:
+    kver = image_case.kernel.abi
+    assert cell_host.file(f"/lib/modules/{kver}/build/Makefile").exists, "kernel headers missing"
+    assert cell_host.file(f"/lib/modules/{kver}/build/.config").exists, "kernel .config missing"
+    system_map = cell_host.file(f"/boot/System.map-{kver}")
+    assert system_map.size > 1_000_000, f"System.map is {system_map.size} bytes: the placeholder, not the real one"
+    vmlinux = f"/usr/lib/debug/boot/vmlinux-{kver}"
+    sections = cell_host.check_output(f"readelf -S {vmlinux}")
+    assert ".debug_info" in sections, f"{vmlinux} has no DWARF"
+    notes = cell_host.check_output(f"readelf -n {vmlinux}")
+    debug_build_id = next(line.split()[-1] for line in notes.splitlines() if "Build ID" in line)
+    guest_build_id = matrix_session.cell_results(image_case)[0].artifacts.get("guest_build_id", "")
+    if guest_build_id:
+        assert debug_build_id == guest_build_id, "vmlinux debuginfo does not match the kernel that booted"
+    else:
+        pytest.fail("the guest reported no build-id (no module compiled, or it did not boot)", pytrace=False)
+    version = cell_host.check_output("stap -V 2>&1")
+    assert f"Debian version {image_case.stap.version}" in version, version
