@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
+    docker_env.exit_cleanly_on_sigterm()
     try:
         return int(args.handler(args))
     except StapmatrixError as error:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from functools import cache
 from pathlib import Path
 
@@ -89,6 +90,16 @@ def remove_orphans() -> list[str]:
     if removed:
         logger.warning("removed %d container(s) left by an interrupted run: %s", len(removed), ", ".join(removed))
     return removed
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (pytest-timeout's kill, `kill PID`, a CI runner stopping) should unwind like
+    Ctrl-C, so the `finally` blocks remove our containers; Python's default just dies."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def remove_own_containers() -> None:

@@ -90,6 +90,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     except StapmatrixError as error:
         raise pytest.UsageError(f"cannot plan the matrix: {error}") from None
+    docker_env.exit_cleanly_on_sigterm()
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         run_dir = Path(workerinput[RUN_DIR_KEY])
