@@ -79,7 +79,7 @@ def run_cell(cell: Cell, context: CellContext, cell_dir: Path, progress: Callabl
     try:
         compiled = compile_cell(
             cell_images.cell, cell.tests, cell.kernel.abi, guest_dir,
-            images.image_id(cell_images.stap), images.image_id(cell_images.kernel),
+            images.image_id(cell_images.stap), images.image_id(cell_images.kernel), progress,
         )
     except InfraError as error:
         stages["compile"] = Stage(time.monotonic() - started, False)

@@ -24,7 +24,7 @@ from pathlib import Path
 import docker.errors
 from filelock import FileLock
 
-from harness import docker_env
+from harness import docker_env, sources
 from harness.archive import SUITES
 from harness.errors import InfraError
 from harness.plan import Cell, KernelBuild, StapBuild
@@ -67,14 +67,17 @@ def _ensure(tag: str, build: Callable[[Path], None], progress: Progress) -> str:
     return tag
 
 
-def _context(dockerfile: str, files: tuple[str, ...]) -> tuple[bytes, bytes]:
-    """A build context tar holding the Dockerfile and the helper files it copies."""
+def _context(dockerfile: str, files: tuple[str, ...], extra: dict[str, bytes] | None = None) -> tuple[bytes, bytes]:
+    """A build context tar holding the Dockerfile, the helper files it copies and `extra`
+    (generated files such as a source tarball); returns it and the hashed part."""
     buffer = io.BytesIO()
     contents = b""
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, arcname in [(dockerfile, "Dockerfile"), *[(f, f) for f in files]]:
-            data = (IMAGES_DIR / name).read_bytes()
-            contents += data
+        named = [(dockerfile, "Dockerfile"), *[(f, f) for f in files]]
+        items = [(arcname, (IMAGES_DIR / name).read_bytes()) for name, arcname in named]
+        for arcname, data in items + list((extra or {}).items()):
+            if arcname not in (extra or {}):
+                contents += data
             info = tarfile.TarInfo(arcname)
             info.size = len(data)
             info.mode = 0o644
@@ -126,10 +129,16 @@ def dockerfile_tag(kind: str, dockerfile: str, files: tuple[str, ...], buildargs
 
 
 def _build_dockerfile(kind: str, dockerfile: str, files: tuple[str, ...], buildargs: dict[str, str],
-                      progress: Progress) -> str:
-    context, _ = _context(dockerfile, files)
+                      progress: Progress, extra: Callable[[], dict[str, bytes]] | None = None) -> str:
+    """Build unless the tag exists. `extra` makes generated context files only when building;
+    what they hold must be keyed by a build argument (a commit id, a content hash)."""
     tag = dockerfile_tag(kind, dockerfile, files, buildargs)
-    return _ensure(tag, lambda log: _docker_build(context, buildargs, tag, log, progress), progress)
+
+    def build(log: Path) -> None:
+        context, _ = _context(dockerfile, files, extra() if extra else None)
+        _docker_build(context, buildargs, tag, log, progress)
+
+    return _ensure(tag, build, progress)
 
 
 # --- base images ---------------------------------------------------------------------------
@@ -203,9 +212,26 @@ def kernel_image(base: str, kernel: KernelBuild, progress: Progress) -> str:
 
 
 def stap_image(base: str, stap: StapBuild, progress: Progress) -> str:
+    if stap.spec.kind != "deb":
+        return stap_source_image(base, stap, progress)
     return _build_dockerfile(
         "stap", "stap-deb.Dockerfile", ("stapmatrix-target.c",),
         {"BASE": base, "PACKAGES": " ".join(stap.packages)}, progress,
+    )
+
+
+def stap_source_image(base: str, stap: StapBuild, progress: Progress) -> str:
+    """systemtap built from a git commit or a checkout: keyed by the commit id (or the tree's
+    content hash), so one commit is built once and serves every kernel."""
+
+    def source() -> dict[str, bytes]:
+        if stap.spec.kind == "git":
+            return {"source.tar": sources.git_tarball(stap.spec.value, stap.version)}
+        return {"source.tar": sources.tree_tarball(Path(stap.spec.value))}
+
+    return _build_dockerfile(
+        "stap", "stap-source.Dockerfile", ("stapmatrix-target.c",),
+        {"BASE": base, "SOURCE_ID": stap.version, "VERSION_LABEL": stap.version_label}, progress, source,
     )
 
 

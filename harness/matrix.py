@@ -24,7 +24,9 @@ T = TypeVar("T")
 
 KERNEL_RE = re.compile(r"^[0-9]+\.[0-9]+[0-9A-Za-z.+~-]*-amd64$")
 DEB_VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+~:-]*$")
-PATTERN_RE = re.compile(r"^[0-9A-Za-z.+~:*?_-]+$")
+PATTERN_RE = re.compile(r"^[0-9A-Za-z.+~:*?_/@-]+$")
+URL_RE = re.compile(r"^[A-Za-z0-9_./:@+~-]+$")
+REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]*$")
 SHELL_METACHARACTERS = set(";&|$`<>()\\\"'{}[]!#\n\t ")
 TOP_LEVEL_KEYS = ("kernels", "stap", "tests", "exclude", "xfail", "allow_splats")
 RULE_KEYS = ("kernel", "stap", "test", "reason")
@@ -38,19 +40,24 @@ class Located(Generic[T]):
 
 @dataclass(frozen=True)
 class StapSpec:
-    """A systemtap build: `deb:VERSION` today; `git:` and `path:` sources come later."""
+    """A systemtap build: `deb:VERSION`, `git:URL@REF` or `path:DIR`."""
 
-    kind: str
-    value: str
+    kind: str  # deb | git | path
+    value: str  # the package version, the repository URL or the checkout directory
+    ref: str = ""  # git only: a commit, tag or branch
 
     @property
     def spec(self) -> str:
-        return f"{self.kind}:{self.value}"
+        return f"git:{self.value}@{self.ref}" if self.kind == "git" else f"{self.kind}:{self.value}"
 
     @property
     def label(self) -> str:
-        """The short form used in test ids: `stap5.1-5`."""
-        return f"stap{self.value}"
+        """The short form used in test ids: `stap5.1-5`, `stap-release-5.5`, `stap-path-NAME`."""
+        if self.kind == "deb":
+            return f"stap{self.value}"
+        if self.kind == "git":
+            return "stap-" + re.sub(r"[^A-Za-z0-9._-]+", "_", self.ref)[:40]
+        return "stap-path-" + re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.value).name)[:30]
 
 
 @dataclass(frozen=True)
@@ -98,16 +105,35 @@ def nearest(value: str, choices: list[str], n: int = 4) -> str:
 
 
 def parse_stap_spec(text: str, where: str) -> StapSpec:
-    kind, sep, value = text.partition(":")
+    """`deb:VERSION`, `git:URL@REF` (URL a local repository or a remote one) or `path:DIR`."""
+    kind, _, value = text.partition(":")
     kind, value = kind.strip(), value.strip()
-    if not sep or kind not in ("deb",):
-        hint = "git: and path: sources are not supported yet" if kind in ("git", "path") else ""
-        raise MatrixError(
-            f"{where}: systemtap build {text!r} is not of the form deb:VERSION "
-            f"(for example deb:5.1-5){'; ' + hint if hint else ''}"
-        )
-    check_value(value, DEB_VERSION_RE, where, "systemtap package version", "5.1-5")
-    return StapSpec(kind, value)
+    if kind == "deb":
+        check_value(value, DEB_VERSION_RE, where, "systemtap package version", "5.1-5")
+        return StapSpec(kind, value)
+    if kind == "git" and "@" in value:
+        url, _, ref = value.rpartition("@")
+        return git_spec(url, ref, where)
+    if kind == "path" and value:
+        return path_spec(value, where)
+    raise MatrixError(
+        f"{where}: systemtap build {text!r} is not deb:VERSION (deb:5.1-5), git:URL@REF "
+        "(git:https://sourceware.org/git/systemtap.git@release-5.5) or path:DIR"
+    )
+
+
+def git_spec(url: str, ref: str, where: str) -> StapSpec:
+    check_value(url, URL_RE, where, "git URL", "https://sourceware.org/git/systemtap.git")
+    check_value(ref, REF_RE, where, "git ref", "release-5.5")
+    return StapSpec("git", url, ref)
+
+
+def path_spec(directory: str, where: str) -> StapSpec:
+    check_value(directory, URL_RE, where, "source directory", "/home/me/systemtap")
+    path = Path(directory).expanduser().resolve()
+    if not (path / "configure.ac").is_file():
+        raise MatrixError(f"{where}: {path} is not a systemtap checkout (it has no configure.ac)")
+    return StapSpec("path", str(path))
 
 
 def check_value(value: str, pattern: re.Pattern[str], where: str, what: str, example: str) -> None:
@@ -160,6 +186,29 @@ def _parse_rule(node: yaml.Node, path: Path, key: str) -> Rule:
     )
 
 
+def _parse_stap_node(node: yaml.Node, path: Path) -> StapSpec:
+    """`- deb:5.1-5`, `- {git: URL, ref: REF}` or `- {path: DIR}` (relative to the matrix)."""
+    where = f"{path}:{_line(node)}"
+    if not isinstance(node, yaml.MappingNode):
+        return parse_stap_spec(_scalar(node, where, "a systemtap build"), where)
+    values = {_scalar(k, where, "a key"): _scalar(v, where, "a value") for k, v in node.value}
+    unknown = set(values) - {"git", "ref", "path"}
+    if unknown:
+        name = min(unknown)
+        raise MatrixError(f"{where}: unknown key {name!r} in a systemtap build "
+                          f"(did you mean {nearest(name, ['git', 'ref', 'path'], 1)}?)")
+    if "git" in values:
+        if "ref" not in values:
+            raise MatrixError(f"{where}: a git systemtap build needs a ref: (a commit, tag or branch)")
+        url = values["git"]
+        if "://" not in url and not url.startswith("/"):
+            url = str((path.parent / url).resolve())
+        return git_spec(url, values["ref"], where)
+    if "path" in values:
+        return path_spec(str((path.parent / values["path"]).resolve()), where)
+    raise MatrixError(f"{where}: a systemtap build mapping needs git: and ref:, or path:")
+
+
 def load_matrix(path: Path) -> Matrix:
     """Read and check a matrix file; raises MatrixError naming file and line."""
     path = Path(path)
@@ -196,8 +245,7 @@ def load_matrix(path: Path) -> Matrix:
 
     staps = []
     for node in _sequence(sections["stap"], path, "stap"):
-        where = f"{path}:{_line(node)}"
-        staps.append(Located(parse_stap_spec(_scalar(node, where, "a systemtap build"), where), _line(node)))
+        staps.append(Located(_parse_stap_node(node, path), _line(node)))
 
     tests = []
     for node in _sequence(sections["tests"], path, "tests"):

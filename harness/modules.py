@@ -14,7 +14,7 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,16 +141,18 @@ def compile_script(container: Container, script: TestScript, kver: str, workdir:
 
 
 def compile_cell(image: str, scripts: tuple[TestScript, ...], kver: str, workdir: Path,
-                 stap_image_id: str, kernel_image_id: str) -> dict[str, Compiled]:
+                 stap_image_id: str, kernel_image_id: str,
+                 progress: Callable[[str], None] = logger.info) -> dict[str, Compiled]:
     """Compile every script; pack the ones that compiled, and the kernel, for the guest."""
     (workdir / "build").mkdir(parents=True, exist_ok=True)
     (workdir / "home").mkdir(exist_ok=True)
     results: dict[str, Compiled] = {}
     with cell_container(image, workdir) as container:
         for script in scripts:
-            results[script.name] = compile_script(container, script, kver, workdir, stap_image_id, kernel_image_id)
-            logger.info("%s: compile %s (%.0f s%s)", kver, "ok" if results[script.name].ok else "failed",
-                        results[script.name].seconds, ", cached" if results[script.name].cached else "")
+            compiled = compile_script(container, script, kver, workdir, stap_image_id, kernel_image_id)
+            results[script.name] = compiled
+            verdict = "ok" if compiled.ok else compiled.outcome.value if compiled.outcome else "failed"
+            progress(f"{kver}: {script.name}: {verdict} ({'cached' if compiled.cached else f'{compiled.seconds:.0f} s'})")
         lines = [
             f"{s.name} {module_name(s.name)} {s.timeout_s} {' '.join(s.run)}".rstrip()
             for s in scripts if results[s.name].ok

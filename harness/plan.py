@@ -12,7 +12,9 @@ moves to a newer suite only when a kernel's compiler needs it (a sid kernel).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from harness import sources
 from harness.archive import SUITES, Archive
 from harness.errors import MatrixError
 from harness.matrix import Matrix, StapSpec, nearest
@@ -35,12 +37,19 @@ class KernelBuild:
 @dataclass(frozen=True)
 class StapBuild:
     spec: StapSpec
-    suite: str
-    version: str
+    suite: str  # deb: the suite that has the package; source builds: "" (built on the base)
+    version: str  # deb: the package version; git: the full commit id; path: sha256 of the tree
 
     @property
     def packages(self) -> tuple[str, ...]:
         return tuple(f"{name}={self.version}" for name in ("systemtap", "systemtap-runtime", "systemtap-common"))
+
+    @property
+    def version_label(self) -> str:
+        """What `stap -V` of a source build shows (configure --with-extra-version)."""
+        if self.spec.kind == "git":
+            return f"stapmatrix git commit {self.version} ({self.spec.ref})"
+        return f"stapmatrix path {self.spec.value} sha256 {self.version[:16]}"
 
 
 @dataclass(frozen=True)
@@ -105,6 +114,10 @@ def resolve_kernel(archive: Archive, abi: str, where: str) -> KernelBuild:
 
 
 def resolve_stap(archive: Archive, spec: StapSpec, where: str) -> StapBuild:
+    if spec.kind == "git":
+        return StapBuild(spec, "", sources.resolve_ref(spec.value, spec.ref, where))
+    if spec.kind == "path":
+        return StapBuild(spec, "", sources.content_hash(sources.tree_tarball(Path(spec.value))))
     package = archive.find("systemtap", spec.value)
     if package is None:
         have = [f"deb:{version} ({suite})" for version, suite in archive.systemtap_versions()]

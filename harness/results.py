@@ -41,7 +41,7 @@ def judge(script: TestScript, compiled: Compiled, guest: GuestRun | None, allow_
     run = guest.runs[script.name]
     if not run.ended:
         if run.guest_hung and not run.crash:
-            return Outcome.TIMEOUT, f"the guest stopped answering during this test and was killed after its limit"
+            return Outcome.TIMEOUT, "the guest stopped answering during this test and was killed after its limit"
         return Outcome.CRASH, run.crash or "the guest ended during this test without a crash message"
     if run.timed_out:
         return Outcome.TIMEOUT, f"still running after {script.timeout_s} s (guest limit, scaled for {guest.accel})" + (

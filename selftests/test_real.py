@@ -6,11 +6,13 @@ These tests share one cell so that CI builds one kernel image and one systemtap 
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -82,7 +84,7 @@ def test_pytest_front_end_runs_a_matrix(tmp_path: Path) -> None:
     env = dict(os.environ, STAPMATRIX_ARTIFACTS=str(tmp_path / "artifacts"))
     completed = subprocess.run(
         [sys.executable, "-m", "pytest", "-n", "2", "--matrix", str(matrix), f"--junitxml={junit}", "tests"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False,
     )
     print(completed.stdout[-3000:], completed.stderr[-2000:])
     assert completed.returncode == 0
@@ -121,7 +123,7 @@ def test_ctrl_c_during_a_boot_leaves_nothing(tmp_path: Path) -> None:
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 130
     assert _our_containers() == []
-    qemu = subprocess.run(["pgrep", "-f", "qemu-system-x86_64 -nodefaults"], capture_output=True, text=True)
+    qemu = subprocess.run(["pgrep", "-f", "qemu-system-x86_64 -nodefaults"], check=False, capture_output=True, text=True)
     assert qemu.stdout.strip() == "", f"QEMU still running: {qemu.stdout}"
 
 
@@ -145,3 +147,29 @@ def test_docker_down_says_how_to_start_it(monkeypatch: pytest.MonkeyPatch) -> No
             docker_env.client()
     finally:
         docker_env.client.cache_clear()
+
+
+class _Unavailable(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_error(503, "mirror down for this test")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_broken_download_is_an_error_and_tags_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mirror that answers 503 (on loopback): debootstrap fails, every test of the cell is
+    `error` with the reason, and no image is tagged."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("STAPMATRIX_MIRROR", f"http://127.0.0.1:{server.server_address[1]}/debian")
+    monkeypatch.setenv("STAPMATRIX_OFFLINE", "1")  # plan from the indexes the earlier tests cached
+    tags_before = {t for i in docker_env.client().images.list() for t in i.tags}
+    try:
+        code, results, _ = run_cell(tmp_path, "broken", STAP_DIR / "begin_end.stp")
+    finally:
+        server.shutdown()
+    assert code == 1
+    assert results["begin_end"].outcome is Outcome.ERROR
+    assert "debootstrap" in results["begin_end"].detail
+    assert {t for i in docker_env.client().images.list() for t in i.tags} == tags_before

@@ -14,8 +14,12 @@ cp /guest/init "$root/init"
 chmod 755 "$root/init"
 
 staprun=$(command -v staprun)
-stapio=$(dpkg -L systemtap-runtime 2>/dev/null | grep '/stapio$' | head -1 || true)
-[ -n "$stapio" ] || stapio=$(find /usr -name stapio -type f | head -1)
+# stapio: next to a source build's staprun (PREFIX/libexec/systemtap), else where the
+# package put it.
+stapio="$(dirname "$staprun")/../libexec/systemtap/stapio"
+[ -f "$stapio" ] || stapio=$(dpkg -L systemtap-runtime 2>/dev/null | grep '/stapio$' | head -1 || true)
+[ -n "$stapio" ] || stapio=$(find /usr /opt -name stapio -type f | head -1)
+stapio=$(readlink -f "$stapio")
 for binary in "$staprun" "$stapio" /usr/local/bin/stapmatrix-target; do
     mkdir -p "$root$(dirname "$binary")"
     cp -L "$binary" "$root$binary"
