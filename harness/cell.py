@@ -23,6 +23,7 @@ from harness.modules import compile_cell
 from harness.outcomes import Outcome, Result, Stage
 from harness.plan import Cell
 from harness.results import apply_known_failure, judge
+from harness.testsuite import run_testsuite
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ class CellContext:
 
 def reproduce_command(cell: Cell) -> str:
     command = ["./sm", "run", "--kernel", cell.kernel.abi, "--stap", cell.stap.spec.spec]
+    for exp in cell.testsuite:
+        command += ["--testsuite", exp]
     for script in cell.tests:
         command += [str(script.path)]
     return shlex.join(command)
@@ -104,6 +107,8 @@ def run_cell(cell: Cell, context: CellContext, cell_dir: Path, progress: Callabl
         artifacts["guest_build_id"] = guest.build_id
 
     results = []
+    if cell.testsuite:
+        results += _testsuite_results(cell, cell_images, guest_dir, accel, stages, artifacts, progress)
     for script in cell.tests:
         outcome, detail = judge(script, compiled[script.name], guest, context.allow_splats)
         rule = context.known_failure(cell.kernel.abi, cell.stap.spec.spec, script.name)
@@ -125,3 +130,27 @@ def run_cell(cell: Cell, context: CellContext, cell_dir: Path, progress: Callabl
         ))
     return results
 
+
+
+DEJAGNU_OUTCOME = {"pass": Outcome.PASS, "fail": Outcome.FAIL_OUTPUT, "xfail": Outcome.XFAIL, "skip": Outcome.SKIP}
+
+
+def _testsuite_results(cell: Cell, cell_images: images.CellImages, guest_dir: Path, accel: str,
+                       stages: dict[str, Stage], artifacts: dict[str, str],
+                       progress: Callable[[str], None]) -> list[Result]:
+    """One Result per DejaGnu line, test = `testsuite:EXP:NAME`; an infrastructure failure
+    is one `error` record per requested .exp file."""
+    started = time.monotonic()
+    try:
+        lines, testsuite_artifacts = run_testsuite(
+            cell_images.cell, cell_images.runner, cell.kernel.abi, cell.testsuite, guest_dir, accel or "tcg", progress)
+    except InfraError as error:
+        return [Result(cell.kernel.abi, cell.stap.spec.spec, f"testsuite:{exp}", Outcome.ERROR, str(error),
+                       dict(stages), dict(artifacts), accel, reproduce_command(cell)) for exp in cell.testsuite]
+    stage = {"images": stages["images"], "testsuite": Stage(time.monotonic() - started, False)}
+    return [
+        Result(cell.kernel.abi, cell.stap.spec.spec, f"testsuite:{line.exp}:{line.name}",
+               DEJAGNU_OUTCOME[line.pytest_outcome], f"DejaGnu {line.status}: {line.name}", dict(stage),
+               dict(artifacts, **testsuite_artifacts), accel, reproduce_command(cell))
+        for line in lines
+    ]

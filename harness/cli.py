@@ -22,7 +22,7 @@ from harness import docker_env
 from harness.archive import Archive
 from harness.cell import CellContext, run_cell
 from harness.errors import MatrixError, StapmatrixError
-from harness.matrix import KERNEL_RE, check_value, load_matrix, parse_stap_spec
+from harness.matrix import EXP_RE, KERNEL_RE, check_value, load_matrix, parse_stap_spec
 from harness.outcomes import Outcome, write_results
 from harness.plan import Cell, choose_base_suite, make_plan, resolve_kernel, resolve_stap
 from harness.scripts import load_script
@@ -54,7 +54,13 @@ def command_run(args: argparse.Namespace) -> int:
     archive = Archive()
     kernel = resolve_kernel(archive, args.kernel, "--kernel")
     stap = resolve_stap(archive, spec, "--stap")
-    cell = Cell(kernel, stap, scripts, choose_base_suite([kernel]))
+    for exp in args.testsuite:
+        check_value(exp, EXP_RE, "--testsuite", "testsuite file", "environment_sanity.exp")
+    if args.testsuite and stap.spec.kind == "deb":
+        raise MatrixError("--testsuite needs a git: or path: systemtap build (Debian packages ship no testsuite)")
+    if not scripts and not args.testsuite:
+        raise MatrixError("nothing to run: give scripts, --testsuite files, or both")
+    cell = Cell(kernel, stap, scripts, choose_base_suite([kernel]), tuple(args.testsuite))
     docker_env.remove_orphans()
     run_dir = new_run_dir()
     console.print(f"cell {cell.id}: artifacts in {run_dir}")
@@ -71,7 +77,7 @@ def command_run(args: argparse.Namespace) -> int:
         if result.detail:
             console.print("    " + result.detail.replace("\n", "\n    "), markup=False, highlight=False)
     console.print(f"{len(results)} test(s) in {time.monotonic() - started:.0f} s; results: {json_path}")
-    return 0 if all(r.outcome is Outcome.PASS for r in results) else 1
+    return 0 if all(r.outcome in (Outcome.PASS, Outcome.SKIP) for r in results) else 1
 
 
 def command_check(args: argparse.Namespace) -> int:
@@ -81,9 +87,9 @@ def command_check(args: argparse.Namespace) -> int:
     for kernel in plan.kernels:
         print(f"  kernel {kernel.abi} ({kernel.suite} {kernel.version}, {' '.join(kernel.compilers)})")
     for stap in plan.staps:
-        print(f"  systemtap {stap.spec.spec} ({stap.suite})")
+        print(f"  systemtap {stap.spec.spec} ({stap.suite or 'commit ' + stap.version if stap.spec.kind == 'git' else stap.suite or 'tree sha256 ' + stap.version[:16]})")
     for cell in plan.cells:
-        print(f"  cell {cell.id}: {', '.join(t.name for t in cell.tests)}")
+        print(f"  cell {cell.id}: {', '.join([t.name for t in cell.tests] + list(cell.testsuite))}")
     return 0
 
 
@@ -106,11 +112,13 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run one cell: one kernel, one systemtap build, some scripts")
     run.add_argument("--kernel", required=True, help="a Debian kernel ABI name, e.g. 6.12.117+deb13-amd64")
-    run.add_argument("--stap", required=True, help="a systemtap build, e.g. deb:5.1-5")
+    run.add_argument("--stap", required=True, help="a systemtap build: deb:5.1-5, git:URL@REF or path:DIR")
     run.add_argument("--json", help="write results.json here (default: in the run's artifact directory)")
     run.add_argument("--timeout", type=int, help="seconds each script may run in the guest (overrides directives)")
     run.add_argument("--stap-arg", action="append", default=[], help="an extra stap option, repeatable")
-    run.add_argument("scripts", nargs="+", metavar="SCRIPT")
+    run.add_argument("--testsuite", action="append", default=[], metavar="EXP",
+                     help="a systemtap testsuite file to run (git:/path: builds), repeatable")
+    run.add_argument("scripts", nargs="*", metavar="SCRIPT")
     run.set_defaults(handler=command_run)
     check = commands.add_parser("check", help="validate a matrix file and print its plan")
     check.add_argument("--matrix", default="matrix.yaml")

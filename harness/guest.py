@@ -84,15 +84,21 @@ class GuestRun:
     seconds: float = 0.0
 
 
-def qemu_command(accel: str, start: int, boot: int, probe: bool = False) -> list[str]:
+def qemu_command(accel: str, start: int, boot: int | str, probe: bool = False, initrd: str = "initramfs.cpio.gz",
+                 extra_append: str = "", extra_args: tuple[str, ...] = ()) -> list[str]:
+    """QEMU's argv. Logs go to /guest/console-BOOT.log (ttyS0) and /guest/results-BOOT.log
+    (ttyS1, the result channel); -nodefaults leaves the guest without a network card."""
     append = f"console=ttyS0 panic=-1 oops=panic rdinit=/init sm.start={start} sm.scale={TIMEOUT_SCALE[accel]}"
     if probe:
         append += " sm.probe=1"
+    if extra_append:
+        append += " " + extra_append
     return [
         "qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-accel", accel, "-m", "1024", "-smp", "1",
-        "-kernel", "/guest/vmlinuz", "-initrd", "/guest/initramfs.cpio.gz", "-append", append,
+        "-kernel", "/guest/vmlinuz", "-initrd", f"/guest/{initrd}", "-append", append,
         "-serial", f"file:/guest/console-{boot}.log", "-serial", f"file:/guest/results-{boot}.log",
+        *extra_args,
     ]
 
 

@@ -28,7 +28,8 @@ PATTERN_RE = re.compile(r"^[0-9A-Za-z.+~:*?_/@-]+$")
 URL_RE = re.compile(r"^[A-Za-z0-9_./:@+~-]+$")
 REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]*$")
 SHELL_METACHARACTERS = set(";&|$`<>()\\\"'{}[]!#\n\t ")
-TOP_LEVEL_KEYS = ("kernels", "stap", "tests", "exclude", "xfail", "allow_splats")
+TOP_LEVEL_KEYS = ("kernels", "stap", "tests", "testsuite", "exclude", "xfail", "allow_splats")
+EXP_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?\.exp$")
 RULE_KEYS = ("kernel", "stap", "test", "reason")
 
 
@@ -87,6 +88,7 @@ class Matrix:
     exclude: list[Rule] = field(default_factory=list)
     xfail: list[Rule] = field(default_factory=list)
     allow_splats: list[str] = field(default_factory=list)
+    testsuite: list[str] = field(default_factory=list)  # systemtap testsuite .exp files (source builds)
 
     def where(self, line: int) -> str:
         return f"{self.path}:{line}"
@@ -265,6 +267,12 @@ def load_matrix(path: Path) -> Matrix:
     for key, target in (("exclude", matrix.exclude), ("xfail", matrix.xfail)):
         if key in sections:
             target.extend(_parse_rule(n, path, key) for n in _sequence(sections[key], path, key))
+    if "testsuite" in sections:
+        for node in _sequence(sections["testsuite"], path, "testsuite"):
+            where = f"{path}:{_line(node)}"
+            name = _scalar(node, where, "a testsuite file")
+            check_value(name, EXP_RE, where, "testsuite file", "environment_sanity.exp")
+            matrix.testsuite.append(name)
     if "allow_splats" in sections:
         for node in _sequence(sections["allow_splats"], path, "allow_splats"):
             pattern = _scalar(node, f"{path}:{_line(node)}", "a splat pattern")

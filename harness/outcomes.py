@@ -9,7 +9,8 @@
     crash        the guest kernel oopsed or panicked (detail: the oops excerpt)
     timeout      the test outlived its limit, or the guest stopped answering
     error        infrastructure: an image build, Docker, QEMU; says nothing about stap
-    xfail        a known failure listed in the matrix, with its reason
+    xfail        a known failure listed in the matrix, with its reason (or a DejaGnu XFAIL/KFAIL)
+    skip         systemtap testsuite lines only: DejaGnu UNTESTED or UNSUPPORTED
 
 results.json is a list of Result.as_json() records; see README "results.json".
 """
@@ -32,6 +33,7 @@ class Outcome(str, Enum):
     TIMEOUT = "timeout"
     ERROR = "error"
     XFAIL = "xfail"
+    SKIP = "skip"
 
 
 @dataclass

@@ -58,6 +58,8 @@ class Cell:
     stap: StapBuild
     tests: tuple[TestScript, ...]
     base_suite: str
+    testsuite: tuple[str, ...] = ()  # systemtap's own .exp files: source builds only
+
 
     @property
     def id(self) -> str:
@@ -144,6 +146,7 @@ def make_plan(matrix: Matrix, archive: Archive) -> Plan:
             tests = tuple(
                 t for t in matrix.tests if not matrix.excluded(kernel.abi, stap.spec.spec, t.name)
             )
-            if tests:
-                cells.append(Cell(kernel, stap, tests, base))
+            testsuite = tuple(matrix.testsuite) if stap.spec.kind != "deb" else ()
+            if tests or testsuite:
+                cells.append(Cell(kernel, stap, tests, base, testsuite))
     return Plan(base, tuple(kernels), tuple(staps), tuple(cells))

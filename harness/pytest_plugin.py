@@ -118,7 +118,7 @@ def pytest_configure_node(node: object) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    wanted = {"stap_case", "image_case"} & set(metafunc.fixturenames)
+    wanted = {"stap_case", "image_case", "testsuite_case"} & set(metafunc.fixturenames)
     if not wanted:
         return
     session = metafunc.config.stash.get(SESSION_KEY, None)
@@ -130,6 +130,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                  getattr(pytest.mark, _marker("stap_", cell.stap.spec.value))]
         if "stap_case" in wanted:
             params += [pytest.param((cell, t.name), id=f"{cell.id}-{t.name}", marks=marks) for t in cell.tests]
+        elif "testsuite_case" in wanted:
+            params += [pytest.param((cell, exp), id=f"{cell.id}-{exp}", marks=marks) for exp in cell.testsuite]
         else:
             params.append(pytest.param(cell, id=cell.id, marks=marks))
     metafunc.parametrize(next(iter(wanted)), params)

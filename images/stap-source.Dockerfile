@@ -1,12 +1,13 @@
 # A systemtap image built from source (a git commit or a local checkout, in source.tar),
-# installed under /opt/systemtap. Built once per commit and reused for every kernel.
+# installed under /opt/systemtap. Built once per commit and reused for every kernel. The
+# configured tree stays in /usr/local/src/systemtap (objects removed) for its testsuite.
 ARG BASE
 FROM ${BASE}
 RUN apt-get update -o Acquire::Retries=5 \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -o Acquire::Retries=5 \
       g++ gcc make pkg-config gettext libdw-dev libelf-dev libdebuginfod-dev libboost-dev \
       libsqlite3-dev libreadline-dev libncurses-dev libjson-c-dev python3 \
-      libc6-dev binutils busybox-static cpio kmod \
+      libc6-dev binutils busybox-static cpio kmod xz-utils dejagnu expect \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
 COPY source.tar stapmatrix-target.c /usr/local/src/
 ARG SOURCE_ID
@@ -21,7 +22,8 @@ RUN mkdir /usr/local/src/systemtap \
       --without-nss --without-avahi --with-extra-version="$VERSION_LABEL" \
  && make -j"$(nproc)" CFLAGS="-O2 -g -Wno-error" CXXFLAGS="-O2 -g -Wno-error" \
  && make install \
- && cd / && rm -rf /usr/local/src/systemtap /usr/local/src/source.tar
+ && find . -name '*.o' -delete \
+ && rm /usr/local/src/source.tar
 ENV PATH=/opt/systemtap/bin:/opt/systemtap/sbin:$PATH
 RUN gcc -g -O0 -static -o /usr/local/bin/stapmatrix-target /usr/local/src/stapmatrix-target.c \
  && stap -V

@@ -64,3 +64,24 @@ def test_image(image_case: Cell, cell_host: testinfra.host.Host, matrix_session:
         pytest.fail("the guest reported no build-id (no module compiled, or it did not boot)", pytrace=False)
     version = cell_host.check_output("stap -V 2>&1")
     assert f"Debian version {image_case.stap.version}" in version, version
+
+
+def test_testsuite(testsuite_case: tuple[Cell, str], matrix_session: MatrixSession, subtests) -> None:  # type: ignore[no-untyped-def]
+    """systemtap's own testsuite file against the guest: one subtest per DejaGnu line."""
+    cell, exp = testsuite_case
+    prefix = f"testsuite:{exp}"
+    records = [r for r in matrix_session.cell_results(cell)
+               if r.test == prefix or (r.test.startswith("testsuite:") and r.test.split(":")[1].endswith(exp))]
+    errors = [r for r in records if r.outcome is Outcome.ERROR]
+    if errors:
+        raise RuntimeError(f"{errors[0].detail}\nreproduce: {errors[0].reproduce}")
+    if not records:
+        pytest.fail(f"{exp} produced no DejaGnu result: is it in this systemtap source?", pytrace=False)
+    for record in records:
+        with subtests.test(msg=record.detail):
+            if record.outcome is Outcome.SKIP:
+                pytest.skip(record.detail)
+            if record.outcome is Outcome.XFAIL:
+                pytest.xfail(record.detail)
+            if record.outcome is not Outcome.PASS:
+                pytest.fail(f"{record.detail}\nlog: {record.artifacts.get('systemtap.log')}", pytrace=False)

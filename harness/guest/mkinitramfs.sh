@@ -1,12 +1,14 @@
 #!/bin/sh
-# Usage: mkinitramfs.sh KVER OUTDIR
+# Usage: mkinitramfs.sh KVER OUTDIR [stapsh]
 # Runs in the cell container (no network). Packs busybox, this image's own staprun and stapio
 # with their libraries (staprun/stapio must come from the same systemtap build as the
 # translator: the transport changed in 5.0), the uprobes target, the compiled modules in
 # OUTDIR/modules and the test list OUTDIR/list into OUTDIR/initramfs.cpio.gz, and copies the
-# kernel to OUTDIR/vmlinuz.
+# kernel to OUTDIR/vmlinuz. With "stapsh", also stapsh and the virtio modules it needs to
+# listen on a virtio-serial port (Debian builds virtio, virtio_pci and virtio_console as
+# modules), for `stap --remote` (systemtap's testsuite).
 set -eu
-kver=$1 out=$2
+kver=$1 out=$2 with_stapsh=${3:-}
 root=$(mktemp -d)
 mkdir -p "$root/bin" "$root/tests" "$root/usr/local/bin"
 cp /bin/busybox "$root/bin/busybox"
@@ -29,9 +31,36 @@ for binary in "$staprun" "$stapio" /usr/local/bin/stapmatrix-target; do
     done
 done
 
+if [ "$with_stapsh" = stapsh ]; then
+    stapsh=$(command -v stapsh || true)
+    [ -n "$stapsh" ] || stapsh=$(find /opt /usr/lib /usr/libexec -name stapsh -type f | head -1)
+    mkdir -p "$root$(dirname "$stapsh")" "$root/modules"
+    cp -L "$stapsh" "$root$stapsh"
+    ln -s "$stapsh" "$root/bin/stapsh"
+    for library in $(ldd "$stapsh" 2>/dev/null | awk '/=> \// {print $3} /^\t\/[^ ]+ \(/ {print $1}'); do
+        mkdir -p "$root$(dirname "$library")"
+        cp -L "$library" "$root$library"
+    done
+    # The image package ships no modules.dep (depmod runs in its postinst): make one here,
+    # in this throwaway container, then take the modules in load order, decompressed
+    # (busybox insmod cannot read .ko.xz).
+    depmod "$kver"
+    n=0
+    for module in $(modprobe -S "$kver" --show-depends virtio_pci virtio_console | awk '$1 == "insmod" {print $2}'); do
+        n=$((n + 1))
+        name=$(printf '%02d-%s' "$n" "$(basename "$module" | sed 's/\.ko.*//')")
+        case "$module" in
+            *.xz) xz -dc "$module" > "$root/modules/$name.ko" ;;
+            *.zst) zstd -dc "$module" > "$root/modules/$name.ko" ;;
+            *) cp "$module" "$root/modules/$name.ko" ;;
+        esac
+    done
+fi
+
 cp "$out"/modules/*.ko "$root/tests/" 2>/dev/null || true
 cp "$out/list" "$root/tests/list"
-(cd "$root" && find . | cpio -o -H newc --quiet) | gzip -1 > "$out/initramfs.cpio.gz"
+image="$out/initramfs${with_stapsh:+-$with_stapsh}.cpio.gz"
+(cd "$root" && find . | cpio -o -H newc --quiet) | gzip -1 > "$image"
 cp "/boot/vmlinuz-$kver" "$out/vmlinuz"
 rm -rf "$root"
-echo "initramfs: $(stat -c %s "$out/initramfs.cpio.gz") bytes, staprun $staprun, stapio $stapio"
+echo "initramfs: $image $(stat -c %s "$image") bytes, staprun $staprun, stapio $stapio"
