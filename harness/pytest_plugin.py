@@ -164,6 +164,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         write_results(matrix_session.run_dir / "results.json", results)
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    matrix_session = config.stash.get(SESSION_KEY, None)
+    if matrix_session is None:
+        return []
+    plan = matrix_session.plan
+    return [
+        f"stapmatrix: {matrix_session.matrix.path}: {len(plan.kernels)} kernel(s) x {len(plan.staps)} systemtap "
+        f"build(s) = {len(plan.cells)} cell(s), base suite {plan.base_suite}",
+        f"stapmatrix: artifacts in {matrix_session.run_dir}; follow image builds and boots with "
+        f"tail -f {matrix_session.run_dir / 'progress.log'}",
+    ]
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     matrix_session = config.stash.get(SESSION_KEY, None)
     if matrix_session is None or not (matrix_session.run_dir / "results.json").exists():
