@@ -254,7 +254,9 @@ def run_guest(runner_image: str, guest_dir: Path, tests: list[str], timeouts: di
         if not booted:
             tail = "\n".join(console.splitlines()[-25:])
             why = "did not boot" if finished else f"did not boot within {limit} s"
-            outcome.boot_failure = f"the guest {why}; console tail:\n{tail}"
+            qemu_log = guest_dir / f"qemu-{boot}.log"
+            qemu_said = f"\nQEMU said: {qemu_log.read_text(errors='replace')}" if qemu_log.exists() else ""
+            outcome.boot_failure = f"the guest {why}; console tail:\n{tail}{qemu_said}"
             break
         if done:
             break

@@ -101,6 +101,7 @@ def _docker_build(context: bytes, buildargs: dict[str, str], tag: str, log_path:
                 text = chunk.get("stream", "")
                 if text:
                     log.write(text)
+                    log.flush()  # users tail this file during long builds
                     tail = (tail + text.splitlines())[-25:]
                     if text.startswith("Step "):
                         progress(f"{tag}: {text.strip()[:120]}")
