@@ -47,7 +47,7 @@ def judge(script: TestScript, compiled: Compiled, guest: GuestRun | None, allow_
         return Outcome.TIMEOUT, f"still running after {script.timeout_s} s (guest limit, scaled for {guest.accel})" + (
             "\n" + _first_lines(run.stderr) if run.stderr.strip() else "")
     if run.status != 0:
-        return Outcome.FAIL_LOAD, f"staprun exited {run.status}:\n" + (_first_lines(run.stderr) or "(no message)")
+        return Outcome.FAIL_LOAD, f"staprun exited {run.status}: " + (_first_lines(run.stderr) or "(no message)")
     splat = splat_lines(run.console, allow_splats)
     if splat:
         return Outcome.FAIL_LOAD, "kernel splat while the module ran:\n" + splat
