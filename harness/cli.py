@@ -28,7 +28,11 @@ from harness.plan import Cell, choose_base_suite, make_plan, resolve_kernel, res
 from harness.scripts import load_script
 from harness.settings import artifacts_root
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
+
+
+def progress(message: str) -> None:
+    console.print(time.strftime("%H:%M:%S"), message, markup=False, highlight=False)
 STYLE = {Outcome.PASS: "green", Outcome.XFAIL: "yellow", Outcome.ERROR: "magenta"}
 
 
@@ -66,7 +70,7 @@ def command_run(args: argparse.Namespace) -> int:
     console.print(f"cell {cell.id}: artifacts in {run_dir}")
     started = time.monotonic()
     try:
-        results = run_cell(cell, CellContext(), run_dir / cell.id, lambda m: console.log(m))
+        results = run_cell(cell, CellContext(), run_dir / cell.id, progress)
     finally:
         docker_env.remove_own_containers()
     json_path = Path(args.json) if args.json else run_dir / "results.json"

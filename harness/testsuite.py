@@ -130,7 +130,8 @@ def run_testsuite(cell_image: str, runner_image: str, kver: str, exp_files: tupl
                        f"RUNTESTFLAGS={' '.join(exp_files)}"]
             started = time.monotonic()
             code, output = runner.exec_run(
-                command, environment={"STAPMATRIX_STAPSH": "/work/stapsh.sock"},
+                command, environment={"STAPMATRIX_STAPSH": "/work/stapsh.sock",
+                                      "STAPMATRIX_CONSOLE": "/work/console-stapsh.log"},
             )
             (out / "make.log").write_bytes(output)
             progress(f"{kver}: testsuite finished in {time.monotonic() - started:.0f} s (make exit {code})")
