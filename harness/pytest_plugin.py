@@ -169,11 +169,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if matrix_session is None:
         return []
     plan = matrix_session.plan
+    size = f"{len(plan.kernels)} kernel(s) x {len(plan.staps)} systemtap build(s) = {len(plan.cells)} cell(s)"
+    progress = matrix_session.run_dir / "progress.log"
     return [
-        f"stapmatrix: {matrix_session.matrix.path}: {len(plan.kernels)} kernel(s) x {len(plan.staps)} systemtap "
-        f"build(s) = {len(plan.cells)} cell(s), base suite {plan.base_suite}",
-        f"stapmatrix: artifacts in {matrix_session.run_dir}; follow image builds and boots with "
-        f"tail -f {matrix_session.run_dir / 'progress.log'}",
+        f"stapmatrix: {matrix_session.matrix.path}: {size}, base suite {plan.base_suite}",
+        f"stapmatrix: artifacts in {matrix_session.run_dir}; follow builds and boots: tail -f {progress}",
     ]
 
 
