@@ -42,7 +42,7 @@ TAINT_NAMES = {1: "P", 2: "F", 4: "S", 8: "R", 16: "M", 32: "B", 64: "U", 128: "
 
 CRASH_RE = re.compile(
     r"(Kernel panic - not syncing|Oops:|BUG: unable to handle|kernel BUG at|general protection fault"
-    r"|BUG: kernel NULL pointer|Unable to handle kernel|double fault)"
+    r"|BUG: kernel NULL pointer|Unable to handle kernel|double fault|invalid opcode:)"
 )
 SPLAT_RE = re.compile(
     r"(WARNING: CPU:|------------\[ cut here \]|BUG: |soft lockup|rcu: INFO: rcu_.* stall"

@@ -1,7 +1,8 @@
 """pytest front end: the matrix as pytest items, one xdist group per cell.
 
     pytest -n auto                      runs matrix.yaml (tests/test_matrix.py holds the items)
-    pytest -n auto --matrix FILE        runs another matrix
+    pytest -n auto --matrix=FILE        runs another matrix (the = matters: pytest takes a bare
+                                        path as a test path when it looks for its rootdir)
     pytest -k 6.12 -m stap_5_1_5        selects cells
 
 Each cell runs once, in the worker that owns its xdist group, the first time one of its items

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from harness.guest import SPLAT_RE, GuestRun
+from harness.guest import SPLAT_RE, TIMEOUT_SCALE, GuestRun
 from harness.matrix import Rule
 from harness.modules import Compiled
 from harness.outcomes import Outcome
@@ -44,7 +44,8 @@ def judge(script: TestScript, compiled: Compiled, guest: GuestRun | None, allow_
             return Outcome.TIMEOUT, "the guest stopped answering during this test and was killed after its limit"
         return Outcome.CRASH, run.crash or "the guest ended during this test without a crash message"
     if run.timed_out:
-        return Outcome.TIMEOUT, f"still running after {script.timeout_s} s (guest limit, scaled for {guest.accel})" + (
+        limit = script.timeout_s * TIMEOUT_SCALE.get(guest.accel, 1)
+        return Outcome.TIMEOUT, f"still running after {limit} s ({script.timeout_s} s x{limit // script.timeout_s} under {guest.accel.upper()}); stopped" + (
             "\n" + _first_lines(run.stderr) if run.stderr.strip() else "")
     if run.status != 0:
         return Outcome.FAIL_LOAD, f"staprun exited {run.status}: " + (_first_lines(run.stderr) or "(no message)")

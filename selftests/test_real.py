@@ -83,7 +83,7 @@ def test_pytest_front_end_runs_a_matrix(tmp_path: Path) -> None:
     junit = tmp_path / "junit.xml"
     env = dict(os.environ, STAPMATRIX_ARTIFACTS=str(tmp_path / "artifacts"))
     completed = subprocess.run(
-        [sys.executable, "-m", "pytest", "-n", "2", "--matrix", str(matrix), f"--junitxml={junit}", "tests"],
+        [sys.executable, "-m", "pytest", "-n", "2", f"--matrix={matrix}", f"--junitxml={junit}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False,
     )
     print(completed.stdout[-3000:], completed.stderr[-2000:])
