@@ -17,7 +17,7 @@ from pathlib import Path
 
 from harness import images
 from harness.errors import InfraError
-from harness.guest import TIMEOUT_SCALE, GuestRun, choose_accel, run_guest
+from harness.guest import TIMEOUT_SCALE, choose_accel, run_guest
 from harness.matrix import Rule
 from harness.modules import compile_cell
 from harness.outcomes import Outcome, Result, Stage
@@ -89,21 +89,20 @@ def run_cell(cell: Cell, context: CellContext, cell_dir: Path, progress: Callabl
         return _error_results(cell, f"compiling failed: {error}", stages, artifacts)
     stages["compile"] = Stage(time.monotonic() - started, all(c.cached for c in compiled.values()))
 
+    # The guest boots even when nothing compiled: that proves the kernel boots and gives the
+    # build-id the image check compares with the debuginfo.
     runnable = [t.name for t in cell.tests if compiled[t.name].ok]
-    guest: GuestRun | None = None
-    accel = ""
     started = time.monotonic()
-    if True:  # boot even when nothing compiled: it proves the kernel boots and gives its build-id
-        try:
-            accel, why = choose_accel(cell_images.runner, guest_dir)
-            progress(f"{cell.id}: booting {cell.kernel.abi} under {accel.upper()} ({why})")
-            timeouts = {t.name: t.timeout_s * TIMEOUT_SCALE[accel] for t in cell.tests}
-            guest = run_guest(cell_images.runner, guest_dir, runnable, timeouts, accel)
-        except InfraError as error:
-            stages["run"] = Stage(time.monotonic() - started, False)
-            return _error_results(cell, f"running the guest failed: {error}", stages, artifacts)
+    try:
+        accel, why = choose_accel(cell_images.runner, guest_dir)
+        progress(f"{cell.id}: booting {cell.kernel.abi} under {accel.upper()} ({why})")
+        timeouts = {t.name: t.timeout_s * TIMEOUT_SCALE[accel] for t in cell.tests}
+        guest = run_guest(cell_images.runner, guest_dir, runnable, timeouts, accel)
+    except InfraError as error:
+        stages["run"] = Stage(time.monotonic() - started, False)
+        return _error_results(cell, f"running the guest failed: {error}", stages, artifacts)
     stages["run"] = Stage(time.monotonic() - started, False)
-    if guest and guest.build_id:
+    if guest.build_id:
         artifacts["guest_build_id"] = guest.build_id
 
     results = []
@@ -116,7 +115,7 @@ def run_cell(cell: Cell, context: CellContext, cell_dir: Path, progress: Callabl
         test_dir = guest_dir / "tests" / script.name
         test_dir.mkdir(parents=True, exist_ok=True)
         test_artifacts = dict(artifacts, compile_log=str(compiled[script.name].log_path))
-        if guest and script.name in guest.runs:
+        if script.name in guest.runs:
             run = guest.runs[script.name]
             (test_dir / "stdout").write_text(run.stdout)
             (test_dir / "stderr").write_text(run.stderr)
@@ -143,7 +142,7 @@ def _testsuite_results(cell: Cell, cell_images: images.CellImages, guest_dir: Pa
     started = time.monotonic()
     try:
         lines, testsuite_artifacts = run_testsuite(
-            cell_images.cell, cell_images.runner, cell.kernel.abi, cell.testsuite, guest_dir, accel or "tcg", progress)
+            cell_images.cell, cell_images.runner, cell.kernel.abi, cell.testsuite, guest_dir, accel, progress)
     except InfraError as error:
         return [Result(cell.kernel.abi, cell.stap.spec.spec, f"testsuite:{exp}", Outcome.ERROR, str(error),
                        dict(stages), dict(artifacts), accel, reproduce_command(cell)) for exp in cell.testsuite]

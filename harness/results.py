@@ -32,6 +32,7 @@ def splat_lines(console: str, allow: list[str]) -> str:
 
 
 def judge(script: TestScript, compiled: Compiled, guest: GuestRun | None, allow_splats: list[str]) -> tuple[Outcome, str]:
+    """The outcome of one test and its reason (empty for a pass)."""
     if not compiled.ok:
         assert compiled.outcome is not None
         return compiled.outcome, compiled.detail
