@@ -207,7 +207,8 @@ def _parse_stap_node(node: yaml.Node, path: Path) -> StapSpec:
             url = str((path.parent / url).resolve())
         return git_spec(url, values["ref"], where)
     if "path" in values:
-        return path_spec(str((path.parent / values["path"]).resolve()), where)
+        checkout = Path(values["path"]).expanduser()
+        return path_spec(str(checkout if checkout.is_absolute() else (path.parent / checkout).resolve()), where)
     raise MatrixError(f"{where}: a systemtap build mapping needs git: and ref:, or path:")
 
 
