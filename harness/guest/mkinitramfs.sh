@@ -46,7 +46,7 @@ if [ "$with_stapsh" = stapsh ]; then
     # (busybox insmod cannot read .ko.xz).
     depmod "$kver"
     n=0
-    for module in $(modprobe -a -S "$kver" --show-depends virtio_pci virtio_console | awk '$1 == "insmod" {print $2}'); do
+    for module in $(modprobe -a -S "$kver" --show-depends virtio_pci virtio_console | awk '$1 == "insmod" && !seen[$2]++ {print $2}'); do
         n=$((n + 1))
         name=$(printf '%02d-%s' "$n" "$(basename "$module" | sed 's/\.ko.*//')")
         case "$module" in
