@@ -22,25 +22,23 @@ stapio="$(dirname "$staprun")/../libexec/systemtap/stapio"
 [ -f "$stapio" ] || stapio=$(dpkg -L systemtap-runtime 2>/dev/null | grep '/stapio$' | head -1 || true)
 [ -n "$stapio" ] || stapio=$(find /usr /opt -name stapio -type f | head -1)
 stapio=$(readlink -f "$stapio")
-for binary in "$staprun" "$stapio" /usr/local/bin/stapmatrix-target; do
-    mkdir -p "$root$(dirname "$binary")"
-    cp -L "$binary" "$root$binary"
-    for library in $(ldd "$binary" 2>/dev/null | awk '/=> \// {print $3} /^\t\/[^ ]+ \(/ {print $1}'); do
-        mkdir -p "$root$(dirname "$library")"
-        cp -L "$library" "$root$library"
+# A binary at the same path in the guest, with the shared libraries ldd names.
+copy_with_libraries() {
+    for file in "$1" $(ldd "$1" 2>/dev/null | awk '/=> \// {print $3} /^\t\/[^ ]+ \(/ {print $1}'); do
+        mkdir -p "$root$(dirname "$file")"
+        cp -L "$file" "$root$file"
     done
+}
+for binary in "$staprun" "$stapio" /usr/local/bin/stapmatrix-target; do
+    copy_with_libraries "$binary"
 done
 
 if [ "$with_stapsh" = stapsh ]; then
     stapsh=$(command -v stapsh || true)
     [ -n "$stapsh" ] || stapsh=$(find /opt /usr/lib /usr/libexec -name stapsh -type f | head -1)
-    mkdir -p "$root$(dirname "$stapsh")" "$root/modules"
-    cp -L "$stapsh" "$root$stapsh"
+    copy_with_libraries "$stapsh"
     ln -s "$stapsh" "$root/bin/stapsh"
-    for library in $(ldd "$stapsh" 2>/dev/null | awk '/=> \// {print $3} /^\t\/[^ ]+ \(/ {print $1}'); do
-        mkdir -p "$root$(dirname "$library")"
-        cp -L "$library" "$root$library"
-    done
+    mkdir -p "$root/modules"
     # The image package ships no modules.dep (depmod runs in its postinst): make one here,
     # in this throwaway container, then take the modules in load order, decompressed
     # (busybox insmod cannot read .ko.xz).
