@@ -40,11 +40,13 @@ def run_cell(tmp_path: Path, name: str, *scripts: Path) -> tuple[int, dict[str, 
 
 
 def test_crash_hang_and_pass_in_one_cell(tmp_path: Path) -> None:
-    """A panicking test, a hanging test and normal tests in one cell: crash, timeout, pass,
-    and the test after the crash still runs (the guest is booted again)."""
+    """A panicking test, a hanging test, an oops, a kernel WARNING and normal tests in one
+    cell: crash, timeout, crash, fail-load and pass, and the tests after a crash still run
+    (the guest is booted again)."""
     code, results, seconds = run_cell(
         tmp_path, "faults", STAP_DIR / "begin_end.stp", STAP_DIR / "faults" / "crash.stp",
         STAP_DIR / "timer.stp", STAP_DIR / "faults" / "hang.stp", STAP_DIR / "faults" / "oops.stp",
+        STAP_DIR / "faults" / "warn.stp",
     )
     print(json.dumps({t: (r.outcome.value, r.detail.splitlines()[:2]) for t, r in results.items()}, indent=1))
     print(f"wall time {seconds:.0f} s")
@@ -56,6 +58,8 @@ def test_crash_hang_and_pass_in_one_cell(tmp_path: Path) -> None:
     assert results["hang"].outcome is Outcome.TIMEOUT
     assert results["oops"].outcome is Outcome.CRASH
     assert "BUG: kernel NULL pointer dereference" in results["oops"].detail
+    assert results["warn"].outcome is Outcome.FAIL_LOAD, "a WARNING fails the test even though staprun exited 0"
+    assert "WARNING: CPU:" in results["warn"].detail and "deliberate warning" in results["warn"].detail
     assert Path(results["crash"].artifacts["console"]).read_text().count("deliberate panic") >= 1
     # hang: 10 s x3 under TCG plus kill; three boots of ~10 s; images and compiles cached or not.
     assert results["hang"].stages["run"].seconds < 300
