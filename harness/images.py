@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import re
 import shutil
 import subprocess
 import tarfile
@@ -35,6 +36,12 @@ logger = logging.getLogger(__name__)
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
 REPOSITORY = "stapmatrix"
 BUILD_ATTEMPTS = 2  # a second try for a download that broke half-way
+# A failed build is tried again only when its log looks like a network problem: a compiler
+# error or a broken configure fails the same way twice.
+TRANSIENT_RE = re.compile(r"(Failed to fetch|Unable to fetch|Temporary failure|Could not resolve|"
+                          r"Connection (refused|reset|timed out)|Hash Sum mismatch|File has unexpected size|"
+                          r"Undetermined Error|Unable to connect)", re.IGNORECASE)
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
 Progress = Callable[[str], None]
 
 
@@ -102,7 +109,7 @@ def _docker_build(context: bytes, buildargs: dict[str, str], tag: str, log_path:
                 if text:
                     log.write(text)
                     log.flush()  # users tail this file during long builds
-                    tail = (tail + text.splitlines())[-25:]
+                    tail = (tail + ANSI_RE.sub("", text).splitlines())[-25:]
                     if text.startswith("Step "):
                         progress(f"{tag}: {text.strip()[:120]}")
                 if "aux" in chunk and "ID" in chunk["aux"]:
@@ -115,8 +122,8 @@ def _docker_build(context: bytes, buildargs: dict[str, str], tag: str, log_path:
             api.tag(image_id, repository, version)
             return
         progress(f"{tag}: build attempt {attempt} failed: {last_error}")
-        if "no space left" in last_error.lower():
-            break
+        if not TRANSIENT_RE.search("\n".join(tail)):
+            break  # not a download problem ("no space left" included): a retry fails the same way
     raise InfraError(
         f"building {tag} failed: {last_error}\n  last lines:\n    " + "\n    ".join(tail[-12:])
         + f"\n  full log: {log_path}"

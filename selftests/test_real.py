@@ -178,3 +178,22 @@ def test_broken_download_is_an_error_and_tags_nothing(tmp_path: Path, monkeypatc
     assert results["begin_end"].outcome is Outcome.ERROR
     assert "debootstrap" in results["begin_end"].detail
     assert {t for i in docker_env.client().images.list() for t in i.tags} == tags_before
+
+
+def test_failing_source_build_is_an_error_with_its_log(tmp_path: Path) -> None:
+    """A `path:` checkout whose configure fails: the column's tests are `error` with the end of
+    the build log, the build is not retried (not a download problem) and nothing is tagged."""
+    checkout = tmp_path / "systemtap"
+    checkout.mkdir()
+    (checkout / "configure.ac").write_text("AC_INIT([systemtap], [0.0])\n")
+    (checkout / "configure").write_text("#!/bin/sh\necho 'configure: error: broken on purpose' >&2\nexit 1\n")
+    (checkout / "configure").chmod(0o755)
+    json_path = tmp_path / "r.json"
+    code = main(["run", "--kernel", KERNEL, "--stap", f"path:{checkout}", "--json", str(json_path),
+                 str(STAP_DIR / "begin_end.stp")])
+    (result,) = read_results(json_path)
+    assert code == 1 and result.outcome is Outcome.ERROR
+    assert "configure: error: broken on purpose" in result.detail
+    tag = result.detail.split("building ")[1].split()[0]
+    assert not any(tag in i.tags for i in docker_env.client().images.list())
+    assert Path(result.detail.split("full log: ")[1].strip()).read_text().count("=== attempt") == 1
