@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker.errors
+from docker.models.containers import Container
 
 from harness import docker_env
 from harness.errors import InfraError
@@ -76,7 +77,8 @@ def qemu_stapsh_args() -> list[str]:
     ]
 
 
-def _wait_for_stapsh(results_log: Path, container: object, limit_s: float) -> str:
+def _wait_for_stapsh(results_log: Path, container: Container, limit_s: float) -> str:
+    """The guest's stapsh port, once init reported it on the result channel."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         text = results_log.read_text(errors="replace") if results_log.exists() else ""
@@ -86,8 +88,8 @@ def _wait_for_stapsh(results_log: Path, container: object, limit_s: float) -> st
                 if port == "none":
                     raise InfraError("the guest found no org.systemtap.stapsh.0 virtio-serial port")
                 return port
-        container.reload()  # type: ignore[attr-defined]
-        if container.status == "exited":  # type: ignore[attr-defined]
+        container.reload()
+        if container.status == "exited":
             raise InfraError("the guest stopped before stapsh started; see console-stapsh.log")
         time.sleep(1)
     raise InfraError(f"stapsh did not start in the guest within {limit_s:.0f} s")
