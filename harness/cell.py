@@ -130,7 +130,6 @@ def run_cell(cell: Cell, context: CellContext, cell_dir: Path, progress: Callabl
     return results
 
 
-
 DEJAGNU_OUTCOME = {"pass": Outcome.PASS, "fail": Outcome.FAIL_OUTPUT, "xfail": Outcome.XFAIL, "skip": Outcome.SKIP}
 
 

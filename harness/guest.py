@@ -23,6 +23,7 @@ from pathlib import Path
 
 import docker.errors
 import requests.exceptions
+from docker.models.containers import Container
 from filelock import FileLock
 
 from harness import docker_env
@@ -102,15 +103,21 @@ def qemu_command(accel: str, start: int, boot: int | str, probe: bool = False, i
     ]
 
 
+def start_guest(runner_image: str, guest_dir: Path, accel: str, command: list[str]) -> Container:
+    """QEMU in a runner container: no network, /dev/kvm the only device (and only for KVM),
+    guest_dir mounted at /guest. The caller removes it."""
+    return docker_env.client().containers.run(
+        runner_image, command, detach=True, network_mode="none",
+        devices=["/dev/kvm:/dev/kvm:rwm"] if accel == "kvm" else [],
+        labels=docker_env.container_labels("guest"),
+        volumes={str(guest_dir): {"bind": "/guest", "mode": "rw"}},
+    )
+
+
 def _boot(runner_image: str, guest_dir: Path, accel: str, start: int, boot: int, limit_s: float,
           probe: bool = False) -> bool:
     """One QEMU run; True when it ended by itself, False when the host had to kill it."""
-    devices = ["/dev/kvm:/dev/kvm:rwm"] if accel == "kvm" else []
-    container = docker_env.client().containers.run(
-        runner_image, qemu_command(accel, start, boot, probe), detach=True, network_mode="none",
-        devices=devices, labels=docker_env.container_labels("guest"),
-        volumes={str(guest_dir): {"bind": "/guest", "mode": "rw"}},
-    )
+    container = start_guest(runner_image, guest_dir, accel, qemu_command(accel, start, boot, probe))
     try:
         try:
             result = container.wait(timeout=limit_s)

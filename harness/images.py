@@ -78,13 +78,11 @@ def _context(dockerfile: str, files: tuple[str, ...], extra: dict[str, bytes] | 
     """A build context tar holding the Dockerfile, the helper files it copies and `extra`
     (generated files such as a source tarball); returns it and the hashed part."""
     buffer = io.BytesIO()
-    contents = b""
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         named = [(dockerfile, "Dockerfile"), *[(f, f) for f in files]]
         items = [(arcname, (IMAGES_DIR / name).read_bytes()) for name, arcname in named]
+        contents = b"".join(data for _, data in items)  # extra files are keyed by build arguments
         for arcname, data in items + list((extra or {}).items()):
-            if arcname not in (extra or {}):
-                contents += data
             info = tarfile.TarInfo(arcname)
             info.size = len(data)
             info.mode = 0o644

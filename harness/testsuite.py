@@ -26,16 +26,15 @@ from pathlib import Path
 import docker.errors
 from docker.models.containers import Container
 
-from harness import docker_env
 from harness.errors import InfraError
-from harness.guest import BOOT_LIMIT_S, qemu_command
+from harness.guest import BOOT_LIMIT_S, qemu_command, start_guest
+from harness.matrix import EXP_RE
 from harness.modules import cell_container
 
 logger = logging.getLogger(__name__)
 
 SOURCE_TREE = "/usr/local/src/systemtap"
 SUM_LINE_RE = re.compile(r"^(PASS|FAIL|XPASS|XFAIL|KPASS|KFAIL|UNTESTED|UNSUPPORTED|UNRESOLVED|ERROR): (.*)$")
-EXP_RE = re.compile(r"^[A-Za-z0-9_./-]+\.exp$")
 
 
 @dataclass(frozen=True)
@@ -117,11 +116,7 @@ def run_testsuite(cell_image: str, runner_image: str, kver: str, exp_files: tupl
 
     command = qemu_command(accel, 0, "stapsh", initrd="initramfs-stapsh.cpio.gz", extra_append="sm.stapsh=1",
                            extra_args=tuple(qemu_stapsh_args()))
-    guest = docker_env.client().containers.run(
-        runner_image, command, detach=True, network_mode="none",
-        devices=["/dev/kvm:/dev/kvm:rwm"] if accel == "kvm" else [],
-        labels=docker_env.container_labels("guest"), volumes={str(guest_dir): {"bind": "/guest", "mode": "rw"}},
-    )
+    guest = start_guest(runner_image, guest_dir, accel, command)
     artifacts = {"testsuite_dir": str(out), "console": str(guest_dir / "console-stapsh.log")}
     try:
         port = _wait_for_stapsh(guest_dir / "results-stapsh.log", guest, BOOT_LIMIT_S[accel])
