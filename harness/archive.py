@@ -1,139 +1,361 @@
 """Where kernels and systemtap packages come from: Debian's package indexes.
 
-Every kernel ABI name and every `deb:` systemtap version in a matrix is looked up in the
-`Packages` index of the suites below, so a typo is caught before any image is built and the
-error can list what the archive really has.
+Every Debian kernel ABI name and every `deb:` systemtap version in a matrix is looked up in
+the `Packages` index of the suites below, so a typo is caught before any image is built and
+the error can list what the archive really has.
+
+An index is trusted only after its `InRelease` file verified with Debian's archive keyring
+(`gpgv`) and the index matched the SHA256 and size that file lists. Every name and version
+kept from it is checked against Debian's grammar, because they become arguments of image
+builds. Parsed indexes are cache entries (harness/cache.py): atomic, checked when read.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import lzma
 import os
+import re
+import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from debian import deb822
+from debian.debian_support import Version
 from filelock import FileLock
 
+from harness import cache
 from harness.errors import InfraError
-from harness.settings import cache_dir, mirror_url
+from harness.settings import cache_dir, mirror, security_mirror
 
 logger = logging.getLogger(__name__)
 
-# Oldest first. The order is also the order of preference when a package is in several.
-SUITES: tuple[str, ...] = ("bookworm", "bookworm-backports", "trixie", "sid")
 
-# Only these stanzas matter; keeping just them makes the parsed index small (~2 MB).
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    release: str  # the Debian release the suite belongs to (sid for experimental)
+
+    @property
+    def security(self) -> bool:
+        return self.name.endswith("-security")
+
+    def url(self) -> str:
+        return security_mirror().url if self.security else mirror().url
+
+
+# The order of preference when a package is in several suites: a release, its security
+# updates and its backports, oldest release first; sid, then experimental (a partial suite
+# built against sid) last.
+SUITES: tuple[Suite, ...] = (
+    Suite("bookworm", "bookworm"),
+    Suite("bookworm-security", "bookworm"),
+    Suite("bookworm-backports", "bookworm"),
+    Suite("trixie", "trixie"),
+    Suite("trixie-security", "trixie"),
+    Suite("trixie-backports", "trixie"),
+    Suite("sid", "sid"),
+    Suite("experimental", "sid"),
+)
+SUITE_NAMES = tuple(s.name for s in SUITES)
+SUITE_BY_NAME = {s.name: s for s in SUITES}
+
+# Full records (dependencies, sizes) are kept only for these; for every other package the
+# name, version and what it provides, which is enough to tell whether a dependency is met.
 _INTERESTING_PREFIXES = ("linux-image-", "linux-headers-", "linux-kbuild-", "linux-compiler-",
-                         "systemtap", "gcc-")
-_FIELDS = ("Package", "Version", "Depends", "Filename")
+                         "linux-binary-", "linux-modules-", "linux-base-", "linux-source", "systemtap")
 _INDEX_MAX_AGE_S = 6 * 3600
+INDEX_FORMAT = 3
+KEYRINGS = (Path("/usr/share/keyrings/debian-archive-keyring.pgp"),
+            Path("/usr/share/keyrings/debian-archive-keyring.gpg"))
+# Debian policy 5.6.1 (package names) and 5.6.12 (versions: [epoch:]upstream[-revision]).
+PACKAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
+VERSION_RE = re.compile(r"^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$")
 
 
 @dataclass(frozen=True)
 class Package:
     name: str
     version: str
-    depends: tuple[str, ...]  # first alternative of each dependency, version constraint removed
     suite: str
+    depends: str = ""  # the raw Depends field (interesting packages only)
+    provides: tuple[str, ...] = ()
+    size: int = 0  # download size in bytes (interesting packages only)
+    filename: str = ""  # the path in the archive's pool (interesting packages only)
+    sha256: str = ""  # of the .deb, as the signed index lists it (interesting packages only)
+
+    @property
+    def pinned(self) -> str:
+        """NAME=VERSION, as apt-get takes it."""
+        return f"{self.name}={self.version}"
+
+    def relations(self) -> list[list[dict[str, object]]]:
+        return deb822.PkgRelation.parse_relations(self.depends) if self.depends else []  # type: ignore[return-value]
 
 
-def _first_alternatives(depends: str) -> tuple[str, ...]:
-    names = []
-    for clause in depends.split(","):
-        first = clause.split("|")[0].strip()
-        if first:
-            names.append(first.split("(")[0].split(":")[0].strip())
-    return tuple(names)
+def valid_name(name: str) -> bool:
+    return bool(PACKAGE_NAME_RE.match(name))
 
 
-def _download_index(suite: str) -> bytes:
-    url = f"{mirror_url()}/dists/{suite}/main/binary-amd64/Packages.xz"
+def valid_version(version: str) -> bool:
+    return bool(VERSION_RE.match(version))
+
+
+def _get(url: str, what: str) -> bytes:
     last_error: Exception | None = None
     for attempt in range(3):
         try:
             with urllib.request.urlopen(url, timeout=60) as response:
-                return lzma.decompress(response.read())
-        except (urllib.error.URLError, OSError, lzma.LZMAError) as error:
+                return bytes(response.read())
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                raise InfraError(f"{url}: not found (404); is the mirror a Debian archive with {what}?") from None
             last_error = error
-            logger.warning("downloading %s failed (%s), attempt %d of 3", url, error, attempt + 1)
-            time.sleep(2 * (attempt + 1))
-    raise InfraError(f"cannot download the package index {url}: {last_error}")
+        except (urllib.error.URLError, OSError) as error:
+            last_error = error
+        logger.warning("downloading %s failed (%s), attempt %d of 3", url, last_error, attempt + 1)
+        time.sleep(2 * (attempt + 1))
+    raise InfraError(f"cannot download {url}: {last_error}")
 
 
-def _parse_index(text: str, suite: str) -> list[dict[str, str]]:
-    stanzas = []
+def _keyring() -> Path:
+    for keyring in KEYRINGS:
+        if keyring.exists():
+            return keyring
+    raise InfraError("Debian's archive keyring is not installed: `apt-get install debian-archive-keyring gpgv` "
+                     "(or `./sm setup`); package indexes are not trusted without it")
+
+
+def verified_release(signed: bytes, url: str) -> str:
+    """The text of an InRelease file whose signature gpgv accepts with Debian's keyring."""
+    with tempfile.TemporaryDirectory(prefix="stapmatrix-gpgv-") as tmp:
+        signed_path = Path(tmp) / "InRelease"
+        signed_path.write_bytes(signed)
+        try:
+            completed = subprocess.run(
+                ["gpgv", "--keyring", str(_keyring()), "--output", "-", str(signed_path)],
+                capture_output=True, timeout=60, check=False,
+            )
+        except FileNotFoundError:
+            raise InfraError("gpgv is not installed: `apt-get install gpgv` (or `./sm setup`)") from None
+        except subprocess.TimeoutExpired:
+            raise InfraError(f"gpgv did not finish within 60 s checking {url}") from None
+    if completed.returncode != 0:
+        said = completed.stderr.decode(errors="replace").strip().splitlines()[-3:]
+        raise InfraError(f"{url}: the signature does not verify with Debian's archive keyring: {' / '.join(said)}")
+    return completed.stdout.decode("utf-8", "replace")
+
+
+def _listed_checksum(release_text: str, member: str, url: str) -> tuple[str, int]:
+    release = deb822.Release(release_text)
+    for entry in release.get("SHA256", []):
+        if entry["name"] == member:
+            return str(entry["sha256"]), int(entry["size"])
+    raise InfraError(f"{url} lists no SHA256 for {member}")
+
+
+def _download_index(suite: Suite) -> bytes:
+    base = f"{suite.url()}/dists/{suite.name}"
+    release_text = verified_release(_get(f"{base}/InRelease", f"the suite {suite.name}"), f"{base}/InRelease")
+    sha256, size = _listed_checksum(release_text, "main/binary-amd64/Packages.xz", f"{base}/InRelease")
+    data = _get(f"{base}/main/binary-amd64/Packages.xz", f"the suite {suite.name}")
+    if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
+        raise InfraError(f"{base}/main/binary-amd64/Packages.xz does not match the SHA256 its signed "
+                         "InRelease lists (a broken download or a stale mirror)")
+    try:
+        return lzma.decompress(data)
+    except lzma.LZMAError as error:
+        raise InfraError(f"{base}/main/binary-amd64/Packages.xz: cannot decompress: {error}") from None
+
+
+def _field(block: str, name: str) -> str:
+    match = re.search(rf"^{name}: (.*)$", block, re.MULTILINE)
+    return match.group(1).strip() if match else ""
+
+
+def parse_index(text: str, suite: str) -> list[list[object]]:
+    """[name, version, provides, depends, size, filename, sha256] per package; the last four
+    only for the interesting ones. Stanzas whose name or version break Debian's grammar are
+    dropped."""
+    records: list[list[object]] = []
+    dropped = 0
     for block in text.split("\n\n"):
         if not block.startswith("Package: "):
             continue
         name = block[9 : block.index("\n")] if "\n" in block else block[9:]
-        if not name.startswith(_INTERESTING_PREFIXES):
+        version = _field(block, "Version")
+        if not valid_name(name) or not valid_version(version):
+            dropped += 1
             continue
-        fields = {}
-        for line in block.splitlines():
-            key, _, value = line.partition(": ")
-            if key in _FIELDS:
-                fields[key] = value
-        fields["suite"] = suite
-        stanzas.append(fields)
-    return stanzas
+        provides = [p.split("(")[0].strip() for p in _field(block, "Provides").split(",") if p.strip()]
+        if name.startswith(_INTERESTING_PREFIXES) or name.startswith("gcc-"):
+            size, filename, sha256 = _field(block, "Size"), _field(block, "Filename"), _field(block, "SHA256")
+            if not re.fullmatch(r"pool/[A-Za-z0-9._+~/-]+\.deb", filename) or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+                dropped += 1
+                continue
+            records.append([name, version, provides, _field(block, "Depends"), int(size) if size.isdigit() else 0,
+                            filename, sha256])
+        else:
+            records.append([name, version, provides, "", 0, "", ""])
+    if dropped:
+        logger.warning("%s: dropped %d stanza(s) whose name or version is not valid Debian grammar", suite, dropped)
+    return records
 
 
-def _load_suite(suite: str) -> list[Package]:
+def _load_suite(suite: Suite) -> list[Package]:
     directory = cache_dir() / "indexes"
+    url = suite.url()
+    path = directory / f"{suite.name}-{hashlib.sha256(url.encode()).hexdigest()[:12]}.json"
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{suite}.json"
-    with FileLock(str(path) + ".lock"):
-        fresh = path.exists() and time.time() - path.stat().st_mtime < _INDEX_MAX_AGE_S
+    with FileLock(str(path) + ".lock", timeout=900):
+        entry = cache.read_entry(path)
+        if entry is not None and entry.get("format") != INDEX_FORMAT:
+            entry = None
+        fresh = entry is not None and time.time() - float(entry["fetched"]) < _INDEX_MAX_AGE_S
         if not fresh and not os.environ.get("STAPMATRIX_OFFLINE"):
-            logger.info("reading the %s package index", suite)
-            stanzas = _parse_index(_download_index(suite).decode("utf-8", "replace"), suite)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(stanzas))
-            tmp.replace(path)
-        if not path.exists():
-            raise InfraError(f"no cached package index for {suite} and STAPMATRIX_OFFLINE is set")
-        stanzas = json.loads(path.read_text())
-    return [
-        Package(s["Package"], s["Version"], _first_alternatives(s.get("Depends", "")), suite)
-        for s in stanzas
-    ]
+            logger.info("reading the %s package index from %s", suite.name, url)
+            records = parse_index(_download_index(suite).decode("utf-8", "replace"), suite.name)
+            entry = {"format": INDEX_FORMAT, "url": url, "fetched": time.time(), "packages": records}
+            cache.write_entry(path, entry)
+        if entry is None:
+            raise InfraError(f"no cached package index for {suite.name} and STAPMATRIX_OFFLINE is set")
+    return [Package(str(n), str(v), suite.name, str(d), tuple(p), int(s), str(f), str(h))  # type: ignore[arg-type]
+            for n, v, p, d, s, f, h in entry["packages"]]
+
+
+def series(abi: str) -> tuple[str, str, str]:
+    """A kernel ABI name's series: (major.minor, Debian release tag, flavour).
+    `6.1.0-50-amd64` -> ("6.1", "", "amd64"); `6.12.117+deb13-amd64` -> ("6.12", "+deb13", "amd64");
+    `7.3-amd64` (experimental's release candidate) -> ("7.3", "", "amd64")."""
+    match = re.match(r"^(\d+\.\d+)[0-9.]*(?:-\d+)?(\+deb\d+)?-(.*)$", abi)
+    if not match:
+        return (abi, "", "")
+    return (match.group(1), match.group(2) or "", match.group(3))
+
+
+@dataclass(frozen=True)
+class KernelAbi:
+    abi: str
+    version: str  # the -dbg package's version
+    suite: str
 
 
 class Archive:
     """The packages of every suite, loaded lazily and once per process."""
 
-    def __init__(self) -> None:
+    def __init__(self, suites: tuple[Suite, ...] = SUITES) -> None:
+        self.suites = suites
         self._by_suite: dict[str, list[Package]] = {}
+        self._by_name: dict[str, dict[str, list[Package]]] = {}
+        self._provided: dict[str, set[str]] = {}
 
     def packages(self, suite: str) -> list[Package]:
         if suite not in self._by_suite:
-            self._by_suite[suite] = _load_suite(suite)
+            self._by_suite[suite] = _load_suite(SUITE_BY_NAME[suite])
+            by_name: dict[str, list[Package]] = {}
+            for package in self._by_suite[suite]:
+                by_name.setdefault(package.name, []).append(package)
+            self._by_name[suite] = by_name
+            self._provided[suite] = {name for p in self._by_suite[suite] for name in p.provides}
         return self._by_suite[suite]
 
+    def in_suite(self, suite: str, name: str) -> list[Package]:
+        self.packages(suite)
+        return self._by_name[suite].get(name, [])
+
     def find(self, name: str, version: str | None = None) -> Package | None:
-        """The package in the oldest suite that has it (at that version, if given)."""
-        for suite in SUITES:
-            for package in self.packages(suite):
-                if package.name == name and (version is None or package.version == version):
+        """The package in the first suite (in preference order) that has it, at that version if given."""
+        for suite in self.suites:
+            for package in self.in_suite(suite.name, name):
+                if version is None or package.version == version:
                     return package
         return None
 
-    def kernel_abis(self) -> list[str]:
-        """Every amd64 kernel ABI name whose debuginfo package the archive carries."""
-        abis = set()
-        for suite in SUITES:
-            for package in self.packages(suite):
+    def kernel_abis(self) -> list[KernelAbi]:
+        """Every amd64 kernel ABI name whose debuginfo package the archive carries. Names of
+        metapackages (`linux-image-amd64-dbg`, `linux-image-rt-amd64-dbg`) are not ABIs: an
+        ABI starts with its kernel version."""
+        found: dict[str, KernelAbi] = {}
+        for suite in self.suites:
+            for package in self.packages(suite.name):
                 name = package.name
                 if name.startswith("linux-image-") and name.endswith("-amd64-dbg"):
                     abi = name[len("linux-image-") : -len("-dbg")]
-                    if not abi.endswith(("-cloud-amd64", "-rt-amd64")):
-                        abis.add(abi)
-        return sorted(abis)
+                    if abi[:1].isdigit() and abi not in found:
+                        found[abi] = KernelAbi(abi, package.version, suite.name)
+        return list(found.values())
 
     def systemtap_versions(self) -> list[tuple[str, str]]:
         """(version, suite) of every systemtap package in the archive."""
-        return [(p.version, p.suite) for s in SUITES for p in self.packages(s) if p.name == "systemtap"]
+        return [(p.version, p.suite) for s in self.suites for p in self.in_suite(s.name, "systemtap")]
+
+    def unmet(self, package: Package, suites: tuple[str, ...], installed_with: tuple[Package, ...] = ()) -> list[str]:
+        """The dependency clauses of `package` that no package of `suites` (or of the set it is
+        installed with) satisfies, by name and version or by a Provides of the name."""
+        unmet = []
+        for clause in package.relations():
+            if any(str(a["name"]) == p.name and (a.get("version") is None or _meets(p.version, a["version"]))  # type: ignore[arg-type]
+                   for a in clause for p in installed_with):
+                continue
+            if not any(self._satisfied(alternative, suites) for alternative in clause):
+                unmet.append(" | ".join(str(a["name"]) for a in clause))
+        return unmet
+
+    def _satisfied(self, relation: dict[str, object], suites: tuple[str, ...]) -> bool:
+        name = str(relation["name"])
+        constraint = relation.get("version")
+        for suite in suites:
+            for candidate in self.in_suite(suite, name):
+                if constraint is None or _meets(candidate.version, constraint):  # type: ignore[arg-type]
+                    return True
+            if name in self._provided[suite]:
+                return True
+        return False
+
+
+def _meets(version: str, constraint: tuple[str, str]) -> bool:
+    op, wanted = constraint
+    have, want = Version(version), Version(wanted)
+    return {"<<": have < want, "<=": have <= want, "=": have == want, ">=": have >= want,
+            ">>": have > want}.get(op, False)
+
+
+def download(package: Package, directory: Path, progress: Callable[[str], None]) -> Path:
+    """Download a .deb from the pool of the suite that lists it, checking the SHA256 the signed
+    index gives; reports size and rate every few seconds (a -dbg package is about 1 GB)."""
+    if not package.filename:
+        raise InfraError(f"{package.pinned}: the index gave no file for it")
+    url = f"{SUITE_BY_NAME[package.suite].url()}/{package.filename}"
+    target = directory / Path(package.filename).name
+    digest = hashlib.sha256()
+    started = last = time.monotonic()
+    done = 0
+    mib = 1024 * 1024
+    try:
+        with urllib.request.urlopen(url, timeout=120) as response, target.open("wb") as out:
+            while chunk := response.read(4 * mib):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                now = time.monotonic()
+                if now - last >= 10:
+                    rate = done / mib / (now - started)
+                    progress(f"downloading {package.name}: {done // mib} of {package.size // mib} MiB "
+                             f"({rate:.0f} MiB/s)")
+                    last = now
+    except (urllib.error.URLError, OSError) as error:
+        target.unlink(missing_ok=True)
+        raise InfraError(f"downloading {url} failed: {error}") from None
+    if digest.hexdigest() != package.sha256:
+        target.unlink(missing_ok=True)
+        raise InfraError(f"{url}: SHA256 does not match the signed index (a broken download or a changed mirror)")
+    seconds = time.monotonic() - started
+    if package.size > 50 * mib:
+        progress(f"downloaded {package.name}: {done // mib} MiB in {seconds:.0f} s ({done / mib / max(seconds, 0.1):.0f} MiB/s)")
+    return target
