@@ -18,15 +18,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.logging import RichHandler
 
-from harness import docker_env
+from harness import docker_env, kernel_store, kernels
 from harness.archive import Archive
 from harness.cell import CellContext, run_cell
 from harness.errors import MatrixError, StapmatrixError
-from harness.matrix import EXP_RE, KERNEL_RE, check_value, load_matrix, parse_stap_spec
+from harness.kconfig import parse_config_items
+from harness.matrix import EXP_RE, check_value, load_matrix, parse_kernel_spec, parse_stap_spec
 from harness.outcomes import Outcome, write_results
-from harness.plan import Cell, choose_base_suite, make_plan, resolve_kernel, resolve_stap
+from harness.plan import Cell, Plan, cell_base, make_plan, resolve_stap
 from harness.scripts import load_script
-from harness.settings import artifacts_root
+from harness.settings import artifacts_root, mirror, security_mirror
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -49,14 +50,20 @@ def new_run_dir() -> Path:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    check_value(args.kernel, KERNEL_RE, "--kernel", "kernel ABI name", "6.12.117+deb13-amd64")
+    config = parse_config_items([(item, "--kernel-config") for item in args.kernel_config], Path.cwd()) \
+        if args.kernel_config else ()
+    kernel_spec = parse_kernel_spec(args.kernel, "--kernel", config=config)
     spec = parse_stap_spec(args.stap, "--stap")
-    scripts = tuple(load_script(Path(s), tuple(args.stap_arg), args.timeout) for s in args.scripts)
+    if args.timeout is not None and not 1 <= args.timeout <= 3600:
+        raise MatrixError(f"--timeout {args.timeout}: give whole seconds between 1 and 3600")
+    if not 0 <= args.reruns <= 10:
+        raise MatrixError(f"--reruns {args.reruns}: give 0 (no second try) to 10")
+    scripts = tuple(load_script(Path(s), tuple(args.stap_arg), args.timeout, where=s) for s in args.scripts)
     names = [s.name for s in scripts]
     if len(set(names)) != len(names):
         raise MatrixError(f"two scripts share a name: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}")
     archive = Archive()
-    kernel = resolve_kernel(archive, args.kernel, "--kernel")
+    kernel = kernels.resolve(archive, kernel_spec, "--kernel")
     stap = resolve_stap(archive, spec, "--stap")
     for exp in args.testsuite:
         check_value(exp, EXP_RE, "--testsuite", "testsuite file", "environment_sanity.exp")
@@ -64,13 +71,15 @@ def command_run(args: argparse.Namespace) -> int:
         raise MatrixError("--testsuite needs a git: or path: systemtap build (Debian packages ship no testsuite)")
     if not scripts and not args.testsuite:
         raise MatrixError("nothing to run: give scripts, --testsuite files, or both")
-    cell = Cell(kernel, stap, scripts, choose_base_suite([kernel]), tuple(args.testsuite))
+    base, reason = cell_base(kernel, stap)
+    cell = Cell(kernel, stap, scripts, base, reason, tuple(args.testsuite))
     docker_env.remove_orphans()
     run_dir = new_run_dir()
-    console.print(f"cell {cell.id}: artifacts in {run_dir}")
+    console.print(f"cell {cell.id}: {kernel.spec.spec} ({kernel.identity}) x {stap.spec.spec} ({stap.identity}); "
+                  f"base {base}: {reason}; artifacts in {run_dir}")
     started = time.monotonic()
     try:
-        results = run_cell(cell, CellContext(), run_dir / cell.id, progress)
+        results = run_cell(cell, CellContext(reruns=args.reruns), run_dir / cell.id, progress, archive)
     finally:
         docker_env.remove_own_containers()
     json_path = Path(args.json) if args.json else run_dir / "results.json"
@@ -84,24 +93,48 @@ def command_run(args: argparse.Namespace) -> int:
     return 0 if all(r.outcome in (Outcome.PASS, Outcome.SKIP) for r in results) else 1
 
 
+def describe_plan(matrix_path: Path, plan: Plan) -> list[str]:
+    """What `check` prints: where every kernel and systemtap build comes from, each cell's
+    base and why."""
+    lines = [(f"{matrix_path}: {len(plan.kernels)} kernel(s) x {len(plan.staps)} systemtap build(s) = "
+             f"{len(plan.cells)} cell(s); mirror {mirror().url} ({mirror().origin}), "
+             f"security {security_mirror().url}")]
+    for kernel in plan.kernels:
+        name = f" [{kernel.spec.name}]" if kernel.spec.name else ""
+        detail = kernel.identity if kernel.spec.kind != "deb" else f"{kernel.origin} {kernel.identity.split()[0]}"
+        extra = f", headers call {' '.join(kernel.compilers)}" if kernel.compilers else ""
+        if kernel.download_bytes:
+            extra += f", {kernel.download_bytes // (1024 * 1024)} MiB to download"
+        if kernel.spec.kind == "git":
+            extra += f", release {kernel.release}, config {' + '.join(i.partition(':')[2] for i in kernel.spec.config) or 'defconfig + kvm_guest.config'} + systemtap's needs"
+        lines.append(f"  kernel {kernel.spec.spec}{name}: {detail}{extra}")
+    for stap in plan.staps:
+        name = f" [{stap.spec.name}]" if stap.spec.name else ""
+        lines.append(f"  systemtap {stap.spec.spec}{name}: {stap.identity}")
+    for cell in plan.cells:
+        lines.append(f"  cell {cell.id}: base {cell.base_suite} ({cell.base_reason}): "
+                     f"{', '.join([t.name for t in cell.tests] + list(cell.testsuite))}")
+    return lines
+
+
 def command_check(args: argparse.Namespace) -> int:
     matrix = load_matrix(Path(args.matrix))
     plan = make_plan(matrix, Archive())
-    print(f"{matrix.path}: base suite {plan.base_suite}")
-    for kernel in plan.kernels:
-        print(f"  kernel {kernel.abi} ({kernel.suite} {kernel.version}, {' '.join(kernel.compilers)})")
-    for stap in plan.staps:
-        print(f"  systemtap {stap.spec.spec} ({stap.suite or 'commit ' + stap.version if stap.spec.kind == 'git' else stap.suite or 'tree sha256 ' + stap.version[:16]})")
-    for cell in plan.cells:
-        print(f"  cell {cell.id}: {', '.join([t.name for t in cell.tests] + list(cell.testsuite))}")
+    print("\n".join(describe_plan(matrix.path, plan)))
     return 0
 
 
 def command_clean(args: argparse.Namespace) -> int:
     client = docker_env.client()
-    for container in client.containers.list(all=True, filters={"label": f"{docker_env.LABEL}=1"}):
-        container.remove(force=True)
-        print(f"removed container {container.name}")
+    for name in docker_env.remove_orphans():
+        print(f"removed container {name} (its run is gone)")
+    if args.kernels:
+        for path, size in kernel_store.entries():
+            kernel_store.remove_tree(path)
+            print(f"removed kernel tree {path} ({size // (1024 * 1024)} MiB)")
+        for marker in kernel_store.store_dir().glob(".*.failed"):
+            marker.unlink()
+            print(f"forgot the failed build {marker.name}")
     if args.images:
         for image in client.images.list(filters={"label": f"{docker_env.LABEL}=1"}):
             for tag in image.tags:
@@ -115,7 +148,14 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("-v", "--verbose", action="store_true")
     commands = top.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run one cell: one kernel, one systemtap build, some scripts")
-    run.add_argument("--kernel", required=True, help="a Debian kernel ABI name, e.g. 6.12.117+deb13-amd64")
+    run.add_argument("--kernel", required=True,
+                     help="a Debian kernel ABI name (6.12.117+deb13-amd64), git:URL-or-DIR@REF (built from "
+                          "source) or path:DIR (a tree you built)")
+    run.add_argument("--kernel-config", action="append", default=[], metavar="ITEM",
+                     help="git: kernels: a config base (defconfig, tinyconfig), fragment file, in-tree "
+                          "fragment (kvm_guest.config) or CONFIG_X=y line; repeatable, in order")
+    run.add_argument("--reruns", type=int, default=1,
+                     help="try a test that did not pass again in a fresh boot this many times (default 1; 0: never)")
     run.add_argument("--stap", required=True, help="a systemtap build: deb:5.1-5, git:URL@REF or path:DIR")
     run.add_argument("--json", help="write results.json here (default: in the run's artifact directory)")
     run.add_argument("--timeout", type=int, help="seconds each script may run in the guest (overrides directives)")
@@ -127,14 +167,35 @@ def parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a matrix file and print its plan")
     check.add_argument("--matrix", default="matrix.yaml")
     check.set_defaults(handler=command_check)
-    clean = commands.add_parser("clean", help="remove every container (and with --images, image) of ours")
-    clean.add_argument("--images", action="store_true")
+    clean = commands.add_parser("clean", help="remove containers of runs that are gone (and images, kernels)")
+    clean.add_argument("--images", action="store_true", help="also remove every image of ours")
+    clean.add_argument("--kernels", action="store_true",
+                       help="also remove the kernel store (extracted and built kernels) and forget failed builds")
     clean.set_defaults(handler=command_clean)
     return top
 
 
+VALUE_OPTIONS = ("--stap-arg", "--kernel-config")
+
+
+def join_option_values(argv: list[str]) -> list[str]:
+    """`--stap-arg -g` -> `--stap-arg=-g`: the value of these options is often itself an
+    option, which argparse would otherwise take for one of its own and stop."""
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word in VALUE_OPTIONS and index + 1 < len(argv):
+            joined.append(f"{word}={argv[index + 1]}")
+            index += 2
+            continue
+        joined.append(word)
+        index += 1
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(join_option_values(list(sys.argv[1:] if argv is None else argv)))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)])
     docker_env.exit_cleanly_on_sigterm()

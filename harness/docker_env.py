@@ -11,20 +11,26 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
+import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
 import docker
 import docker.errors
+import docker.types
+import requests.exceptions
 from docker.models.containers import Container
 
-from harness.errors import DockerUnavailableError
+from harness.errors import DockerUnavailableError, InfraError
 
 logger = logging.getLogger(__name__)
 
 LABEL = "org.stapmatrix"
 OWNER_PID_LABEL = "org.stapmatrix.pid"
 OWNER_BOOT_LABEL = "org.stapmatrix.boot"
+OWNER_HOST_LABEL = "org.stapmatrix.host"
 ROLE_LABEL = "org.stapmatrix.role"
 
 
@@ -35,8 +41,24 @@ def boot_id() -> str:
         return "unknown"
 
 
+@cache
+def host_identity() -> str:
+    """This host and PID namespace: a pid means something only where it was taken. Another
+    host or container sharing the daemon has other pids, and its runs are not ours to reap."""
+    try:
+        machine = Path("/etc/machine-id").read_text().strip()
+    except OSError:
+        machine = os.uname().nodename
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "unknown"
+    return f"{machine}/{namespace}"
+
+
 def container_labels(role: str) -> dict[str, str]:
-    return {LABEL: "1", ROLE_LABEL: role, OWNER_PID_LABEL: str(os.getpid()), OWNER_BOOT_LABEL: boot_id()}
+    return {LABEL: "1", ROLE_LABEL: role, OWNER_PID_LABEL: str(os.getpid()), OWNER_BOOT_LABEL: boot_id(),
+            OWNER_HOST_LABEL: host_identity()}
 
 
 @cache
@@ -54,6 +76,13 @@ def client() -> docker.DockerClient:
     return connection
 
 
+def daemon_answers() -> bool:
+    try:
+        return bool(client().ping())
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        return False
+
+
 def image_exists(tag: str) -> bool:
     try:
         client().images.get(tag)
@@ -63,7 +92,11 @@ def image_exists(tag: str) -> bool:
 
 
 def _owner_alive(container: Container) -> bool:
+    """Whether the run that started `container` may still be alive. Only containers of this
+    host and PID namespace are judged: elsewhere, assume alive."""
     labels = container.labels
+    if labels.get(OWNER_HOST_LABEL) != host_identity():
+        return True
     if labels.get(OWNER_BOOT_LABEL) != boot_id():
         return False
     try:
@@ -115,3 +148,71 @@ def remove_own_containers() -> None:
             container.remove(force=True)
         except docker.errors.APIError:
             pass
+
+
+def run_to_completion(image: str, command: list[str], *, what: str, timeout_s: float, log_path: Path,
+                      role: str = "build", network: str = "none", mounts: list[docker.types.Mount] | None = None,
+                      volumes: dict[str, dict[str, str]] | None = None, environment: dict[str, str] | None = None,
+                      progress: Callable[[str], None] | None = None, workdir: str | None = None) -> tuple[int, str]:
+    """Run a container to its end, streaming its output into `log_path` (and, line by line,
+    to `progress` when given); (exit code, output). A container that outlives `timeout_s`
+    is killed and named in the error, so no step can hang a run silently."""
+    container = client().containers.run(
+        image, command, detach=True, network_mode=network, labels=container_labels(role),
+        mounts=mounts or [], volumes=volumes or {}, environment=environment or {}, working_dir=workdir,
+    )
+    deadline = time.monotonic() + timeout_s
+    output: list[str] = []
+    try:
+        watcher = threading.Thread(target=_kill_at, args=(container, deadline), daemon=True)
+        watcher.start()
+        with log_path.open("a") as log:
+            for chunk in container.logs(stream=True, follow=True):
+                text = chunk.decode("utf-8", "replace")
+                log.write(text)
+                log.flush()
+                output.append(text)
+                if progress:
+                    for line in text.splitlines():
+                        progress(line)
+        status = container.wait(timeout=max(10.0, deadline - time.monotonic() + 10))
+        if time.monotonic() >= deadline:
+            raise InfraError(f"{what} did not finish within {timeout_s:.0f} s and was stopped; log: {log_path}")
+        return int(status.get("StatusCode", 1)), "".join(output)
+    except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout) as error:
+        raise InfraError(f"{what}: lost the connection to Docker ({error.__class__.__name__}); log: {log_path}") from None
+    finally:
+        try:
+            container.remove(force=True)
+        except docker.errors.APIError:
+            pass
+
+
+def _kill_at(container: Container, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+        try:
+            container.reload()
+        except docker.errors.APIError:
+            return
+        if container.status != "running":
+            return
+    try:
+        container.kill()
+    except docker.errors.APIError:
+        pass
+
+
+def exec_with_limit(container: Container, command: list[str], *, what: str, timeout_s: float,
+                    workdir: str | None = None, environment: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """`exec_run` with a time limit: docker's exec has none, so the command runs under
+    coreutils' timeout inside the container (exit 124 when it was stopped), and the error
+    names the step."""
+    wrapped = ["timeout", "--kill-after=10", str(int(timeout_s)), *command]
+    try:
+        code, output = container.exec_run(wrapped, workdir=workdir, environment=environment)
+    except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout) as error:
+        raise InfraError(f"{what}: lost the connection to Docker ({error.__class__.__name__})") from None
+    if code in (124, 137):
+        raise InfraError(f"{what} did not finish within {timeout_s:.0f} s and was stopped")
+    return int(code), bytes(output)

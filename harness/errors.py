@@ -17,3 +17,9 @@ class InfraError(StapmatrixError):
 
 class DockerUnavailableError(InfraError):
     """No Docker daemon answers."""
+
+
+class BuildVerdictError(InfraError):
+    """A build failed because of what was built (a compile error, a config option that did
+    not take), not because of the machine: the same inputs fail the same way, so the verdict
+    is remembered (an infrastructure failure never is)."""

@@ -13,7 +13,6 @@ run the tests after it.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 import re
@@ -26,7 +25,8 @@ import requests.exceptions
 from docker.models.containers import Container
 from filelock import FileLock
 
-from harness import docker_env
+from harness import cache, docker_env
+from harness.errors import InfraError
 from harness.settings import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -83,20 +83,35 @@ class GuestRun:
     build_id: str = ""
     boot_failure: str = ""
     seconds: float = 0.0
+    garbled: dict[str, str] = field(default_factory=dict)  # test -> a result-channel line that did not parse
 
 
-def qemu_command(accel: str, start: int, boot: int | str, probe: bool = False, initrd: str = "initramfs.cpio.gz",
-                 extra_append: str = "", extra_args: tuple[str, ...] = ()) -> list[str]:
+DEFAULT_MEMORY_MB = 1024
+
+
+def guest_memory_mb(guest_dir: Path, initrd: str = "initramfs.cpio.gz") -> int:
+    """Enough memory for the kernel, the unpacked initramfs (a tmpfs: gzip -1 packs it about
+    3:1, and it is held packed and unpacked while it unpacks) and the modules' buffers: 1 GiB,
+    or more for a big initramfs."""
+    packed = (guest_dir / initrd).stat().st_size if (guest_dir / initrd).exists() else 0
+    needed = 512 + (packed * 5) // (1024 * 1024)
+    return max(DEFAULT_MEMORY_MB, (needed + 127) // 128 * 128)
+
+
+def qemu_command(accel: str, only: str, boot: int | str, probe: bool = False, initrd: str = "initramfs.cpio.gz",
+                 extra_append: str = "", extra_args: tuple[str, ...] = (), memory_mb: int = DEFAULT_MEMORY_MB) -> list[str]:
     """QEMU's argv. Logs go to /guest/console-BOOT.log (ttyS0) and /guest/results-BOOT.log
     (ttyS1, the result channel); -nodefaults leaves the guest without a network card."""
-    append = f"console=ttyS0 panic=-1 oops=panic rdinit=/init sm.start={start} sm.scale={TIMEOUT_SCALE[accel]}"
+    append = f"console=ttyS0 panic=-1 oops=panic rdinit=/init sm.scale={TIMEOUT_SCALE[accel]}"
+    if only:
+        append += f" sm.only={only}"
     if probe:
         append += " sm.probe=1"
     if extra_append:
         append += " " + extra_append
     return [
         "qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-accel", accel, "-m", "1024", "-smp", "1",
+        "-accel", accel, "-m", str(memory_mb), "-smp", "1",
         "-kernel", "/guest/vmlinuz", "-initrd", f"/guest/{initrd}", "-append", append,
         "-serial", f"file:/guest/console-{boot}.log", "-serial", f"file:/guest/results-{boot}.log",
         *extra_args,
@@ -114,10 +129,12 @@ def start_guest(runner_image: str, guest_dir: Path, accel: str, command: list[st
     )
 
 
-def _boot(runner_image: str, guest_dir: Path, accel: str, start: int, boot: int, limit_s: float,
+def _boot(runner_image: str, guest_dir: Path, accel: str, only: str, boot: int, limit_s: float,
           probe: bool = False) -> bool:
-    """One QEMU run; True when it ended by itself, False when the host had to kill it."""
-    container = start_guest(runner_image, guest_dir, accel, qemu_command(accel, start, boot, probe))
+    """One QEMU run; True when it ended by itself, False when the host had to kill it (the
+    guest stopped answering). Losing Docker is an infrastructure error, not a hang."""
+    command = qemu_command(accel, only, boot, probe, memory_mb=guest_memory_mb(guest_dir))
+    container = start_guest(runner_image, guest_dir, accel, command)
     try:
         try:
             result = container.wait(timeout=limit_s)
@@ -125,7 +142,12 @@ def _boot(runner_image: str, guest_dir: Path, accel: str, start: int, boot: int,
                 logs = container.logs().decode("utf-8", "replace")[-600:]
                 (guest_dir / f"qemu-{boot}.log").write_text(logs)
             return True
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as error:
+            # docker-py reports wait()'s own timeout as either; only a daemon that no longer
+            # answers means the connection was lost (then the guest's fate is unknown).
+            if not docker_env.daemon_answers():
+                raise InfraError(f"lost the connection to Docker while the guest ran ({error.__class__.__name__}); "
+                                 "the guest's fate is unknown") from None
             container.kill()
             return False
     finally:
@@ -144,12 +166,11 @@ def choose_accel(runner_image: str, guest_dir: Path) -> tuple[str, str]:
         return "tcg", "no /dev/kvm"
     verdict_path = cache_dir() / "kvm-probe.json"
     with FileLock(str(verdict_path) + ".lock"):
-        if verdict_path.exists():
-            verdict = json.loads(verdict_path.read_text())
-            if verdict.get("boot_id") == docker_env.boot_id():
-                return verdict["accel"], verdict["why"] + " (probed earlier since this host booted)"
+        verdict = cache.read_entry(verdict_path)
+        if verdict is not None and verdict.get("boot_id") == docker_env.boot_id():
+            return str(verdict["accel"]), str(verdict["why"]) + " (probed earlier since this host booted)"
         started = time.monotonic()
-        finished = _boot(runner_image, guest_dir, "kvm", 0, 0, KVM_PROBE_LIMIT_S, probe=True)
+        finished = _boot(runner_image, guest_dir, "kvm", "", 0, KVM_PROBE_LIMIT_S, probe=True)
         results = (guest_dir / "results-0.log")
         text = results.read_text(errors="replace") if results.exists() else ""
         took = time.monotonic() - started
@@ -157,7 +178,8 @@ def choose_accel(runner_image: str, guest_dir: Path) -> tuple[str, str]:
             accel, why = "kvm", f"a KVM probe boot finished in {took:.0f} s"
         else:
             accel, why = "tcg", f"a KVM probe boot did not finish within {KVM_PROBE_LIMIT_S} s (nested KVM hangs)"
-        verdict_path.write_text(json.dumps({"boot_id": docker_env.boot_id(), "accel": accel, "why": why}))
+        logger.info("KVM probe: %s", why)
+        cache.write_entry(verdict_path, {"boot_id": docker_env.boot_id(), "accel": accel, "why": why})
     return accel, why
 
 
@@ -185,10 +207,14 @@ def crash_excerpt(console: str, lines: int = 30) -> str:
     return ""
 
 
-def parse_results(text: str, boot: int, runs: dict[str, TestRun]) -> tuple[bool, bool, str]:
-    """Fold one boot's result channel into `runs`; returns (booted, done, build-id)."""
+def parse_results(text: str, boot: int, runs: dict[str, TestRun],
+                  garbled: dict[str, str] | None = None) -> tuple[bool, bool, str]:
+    """Fold one boot's result channel into `runs`; returns (booted, done, build-id). A line
+    that does not parse (a truncated or corrupted serial line) is kept in `garbled` under the
+    test it belongs to (or "" before any test) instead of failing the whole cell."""
     booted = done = False
     build_id = ""
+    current = ""
     chunks: dict[tuple[str, str], list[str]] = {}
     for raw in text.splitlines():
         line = raw.strip("\r\n\x00 ")
@@ -196,22 +222,30 @@ def parse_results(text: str, boot: int, runs: dict[str, TestRun]) -> tuple[bool,
             continue
         words = line.split()
         kind = words[1] if len(words) > 1 else ""
-        if kind == "BOOTED":
-            booted = True
-        elif kind == "NOTES" and len(words) > 2:
-            build_id = build_id_from_notes(words[2])
-        elif kind == "START" and len(words) >= 4:
-            runs[words[3]] = TestRun(words[3], int(words[2]), boot)
-        elif kind == "RC" and len(words) >= 7 and words[2] in runs:
-            run = runs[words[2]]
-            run.status, run.timed_out = int(words[3]), words[4] == "1"
-            run.taint_before, run.taint_after = int(words[5]), int(words[6])
-        elif kind in ("OUT", "ERR") and len(words) >= 4:
-            chunks.setdefault((kind, words[2]), []).append(words[3])
-        elif kind == "END" and len(words) >= 3 and words[2] in runs:
-            runs[words[2]].ended = True
-        elif kind == "DONE":
-            done = True
+        try:
+            if kind == "BOOTED":
+                booted = True
+            elif kind == "NOTES" and len(words) > 2:
+                build_id = build_id_from_notes(words[2])
+            elif kind == "START" and len(words) >= 4:
+                current = words[3]
+                runs[words[3]] = TestRun(words[3], int(words[2]), boot)
+            elif kind == "RC" and len(words) >= 7 and words[2] in runs:
+                run = runs[words[2]]
+                status, timed_out, before, after = int(words[3]), words[4] == "1", int(words[5]), int(words[6])
+                run.status, run.timed_out, run.taint_before, run.taint_after = status, timed_out, before, after
+            elif kind in ("OUT", "ERR") and len(words) >= 4:
+                base64.b64decode(words[3] + "===", validate=True)
+                chunks.setdefault((kind, words[2]), []).append(words[3])
+            elif kind == "END" and len(words) >= 3 and words[2] in runs:
+                runs[words[2]].ended = True
+            elif kind == "DONE":
+                done = True
+            elif kind not in ("STAPSH",):
+                raise ValueError("unknown or short record")
+        except ValueError:
+            if garbled is not None:
+                garbled.setdefault(current, line[:200])
     for (kind, name), parts in chunks.items():
         if name in runs:
             decoded = base64.b64decode("".join(parts) + "===").decode("utf-8", "replace")
@@ -237,22 +271,27 @@ def build_id_from_notes(hex_notes: str) -> str:
 
 
 def run_guest(runner_image: str, guest_dir: Path, tests: list[str], timeouts: dict[str, int],
-              accel: str) -> GuestRun:
-    """Boot until every test has run: a crash or hang costs one boot, the rest go on."""
+              accel: str, selected: list[str] | None = None, first_boot: int = 1) -> GuestRun:
+    """Boot until every selected test (default: all of `tests`, the guest's list in order)
+    has run: a crash or hang costs one boot, the rest go on. Boots are numbered from
+    `first_boot` (console-N.log, results-N.log), so a later try keeps the earlier logs."""
     outcome = GuestRun(accel)
     started = time.monotonic()
-    start = 0
-    while start < len(tests) or outcome.boots == 0:  # boot once even with no test: the build-id check
+    pending = list(tests if selected is None else selected)
+    while pending or outcome.boots == 0:  # boot once even with no test: the build-id check
+        boot = first_boot + outcome.boots
         outcome.boots += 1
-        boot = outcome.boots
-        remaining = tests[start:]
+        remaining = list(pending)
+        only = "" if remaining == tests else ",".join(str(tests.index(name) + 1) for name in remaining)
         limit = BOOT_LIMIT_S[accel] + sum(timeouts[t] + PER_TEST_SLACK_S for t in remaining)
         boot_started = time.monotonic()
-        finished = _boot(runner_image, guest_dir, accel, start, boot, limit)
+        for name in remaining:
+            outcome.runs.pop(name, None)
+        finished = _boot(runner_image, guest_dir, accel, only, boot, limit)
         results_path, console_path = guest_dir / f"results-{boot}.log", guest_dir / f"console-{boot}.log"
         text = results_path.read_text(errors="replace") if results_path.exists() else ""
         console = console_path.read_text(errors="replace") if console_path.exists() else ""
-        booted, done, build_id = parse_results(text, boot, outcome.runs)
+        booted, done, build_id = parse_results(text, boot, outcome.runs, outcome.garbled)
         outcome.build_id = outcome.build_id or build_id
         sections = _console_sections(console)
         for name in remaining:
@@ -277,8 +316,8 @@ def run_guest(runner_image: str, guest_dir: Path, tests: list[str], timeouts: di
         culprit.guest_hung = not finished
         culprit.crash = crash_excerpt(console) or ("" if not finished else "\n".join(console.splitlines()[-25:]))
         culprit.seconds = time.monotonic() - boot_started
-        start = tests.index(culprit.name) + 1
+        pending = remaining[remaining.index(culprit.name) + 1 :]
         logger.warning("guest %s during %s; booting again for the %d test(s) after it",
-                       "hung" if not finished else "died", culprit.name, len(tests) - start)
+                       "hung" if not finished else "died", culprit.name, len(pending))
     outcome.seconds = time.monotonic() - started
     return outcome

@@ -25,11 +25,12 @@ from pathlib import Path
 import docker.errors
 from filelock import FileLock
 
-from harness import docker_env, sources
-from harness.archive import SUITES
+from harness import docker_env, kernels, sources
+from harness.archive import SUITES, Archive, valid_name, valid_version
 from harness.errors import InfraError
-from harness.plan import Cell, KernelBuild, StapBuild
-from harness.settings import cache_dir, mirror_url
+from harness.kernel_store import KernelTree
+from harness.plan import Cell, StapBuild
+from harness.settings import cache_dir, mirror, mirror_url
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,17 @@ def _docker_build(context: bytes, buildargs: dict[str, str], tag: str, log_path:
     )
 
 
+def check_packages(values: str, what: str) -> str:
+    """Build arguments that name packages: every word NAME or NAME=VERSION in Debian's grammar.
+    The values come from package indexes; a value that is not a package is refused before it
+    reaches a build."""
+    for word in values.split():
+        name, _, version = word.partition("=")
+        if not valid_name(name) or (version and not valid_version(version)):
+            raise InfraError(f"{what}: {word!r} is not a Debian package name (or NAME=VERSION)")
+    return values
+
+
 def dockerfile_tag(kind: str, dockerfile: str, files: tuple[str, ...], buildargs: dict[str, str]) -> str:
     """The content address: the Dockerfile, the files it copies, every build argument."""
     _, contents = _context(dockerfile, files)
@@ -150,23 +162,27 @@ def _build_dockerfile(kind: str, dockerfile: str, files: tuple[str, ...], builda
 # --- base images ---------------------------------------------------------------------------
 
 def _apt_sources(base_suite: str) -> str:
-    """Every suite the plan may take packages from; the base suite wins any tie (pin 990)."""
+    """Every suite the plan may take packages from (from the mirror the settings chose, the
+    security suites from the security archive); the base suite wins any tie (pin 990)."""
     blocks = []
     for suite in SUITES:
         blocks.append(
-            f"Types: deb\nURIs: {mirror_url()}\nSuites: {suite}\nComponents: main\n"
+            f"Types: deb\nURIs: {suite.url()}\nSuites: {suite.name}\nComponents: main\n"
             "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
         )
     return "\n".join(blocks)
 
 
 _APT_CONF = """\
-// sid's Release file is stale on this archive: apt refuses it without this.
+// An archive's Release file may be past its Valid-Until (sid's was here); apt refuses it
+// without this. The signature is still checked.
 Acquire::Check-Valid-Until "false";
 APT::Install-Recommends "false";
 APT::Install-Suggests "false";
 Acquire::Languages "none";
+Acquire::Retries "5";
 """
+DEBOOTSTRAP_LIMIT_S = 1200
 
 
 def _debootstrap(suite: str, tag: str, log_path: Path) -> None:
@@ -174,12 +190,17 @@ def _debootstrap(suite: str, tag: str, log_path: Path) -> None:
         raise InfraError("debootstrap is not installed: `apt-get install debootstrap` (or run `./sm setup`)")
     with tempfile.TemporaryDirectory(prefix="stapmatrix-base-") as tmp:
         root = Path(tmp) / "root"
-        command = ["debootstrap", "--variant=minbase", "--include=ca-certificates,debian-archive-keyring",
+        command = ["debootstrap", "--variant=minbase", "--include=ca-certificates,debian-archive-keyring,kmod,xz-utils,zstd",
                    suite, str(root), mirror_url()]
         with log_path.open("a") as log:
-            log.write(f"=== {' '.join(command)}\n")
+            log.write(f"=== {' '.join(command)}  (mirror from {mirror().origin})\n")
             log.flush()
-            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+            try:
+                result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False,
+                                        timeout=DEBOOTSTRAP_LIMIT_S)
+            except subprocess.TimeoutExpired:
+                raise InfraError(f"debootstrap of {suite} did not finish within {DEBOOTSTRAP_LIMIT_S} s; "
+                                 f"log: {log_path}") from None
         if result.returncode != 0:
             raise InfraError(f"debootstrap of {suite} failed (exit {result.returncode}); log: {log_path}")
         (root / "etc/apt/sources.list").unlink(missing_ok=True)
@@ -193,7 +214,8 @@ def _debootstrap(suite: str, tag: str, log_path: Path) -> None:
                 if item.is_file():
                     item.unlink()
         tarball = Path(tmp) / "root.tar"
-        subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(tarball), "."], check=True)
+        subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(tarball), "."], check=True,
+                       timeout=600)
         repository, _, version = tag.partition(":")
         docker_env.client().api.import_image_from_file(
             str(tarball), repository=repository, tag=version,
@@ -201,28 +223,38 @@ def _debootstrap(suite: str, tag: str, log_path: Path) -> None:
         )
 
 
+def base_tag(suite: str) -> str:
+    """The base image's tag: computable without Docker (planning keys source builds by it)."""
+    recipe = _hash("debootstrap-minbase-v2", suite, mirror_url(), _apt_sources(suite), _APT_CONF)
+    return f"{REPOSITORY}/base:{suite}-{recipe}"
+
+
 def base_image(suite: str, progress: Progress) -> str:
-    recipe = _hash("debootstrap-minbase-v1", suite, mirror_url(), _apt_sources(suite), _APT_CONF)
-    tag = f"{REPOSITORY}/base:{suite}-{recipe}"
+    tag = base_tag(suite)
     return _ensure(tag, lambda log: _debootstrap(suite, tag, log), progress)
 
 
+KERNEL_BUILD_SUITE = "trixie"  # the toolchain every kernel built from source gets
+
+
+def kernel_build_tag() -> str:
+    return dockerfile_tag("kbuild", "kernel-build.Dockerfile", ("build-kernel.sh",),
+                          {"BASE": base_tag(KERNEL_BUILD_SUITE)})
+
+
+def kernel_build_image(progress: Progress) -> str:
+    base = base_image(KERNEL_BUILD_SUITE, progress)
+    return _build_dockerfile("kbuild", "kernel-build.Dockerfile", ("build-kernel.sh",), {"BASE": base}, progress)
+
+
 # --- the rest ------------------------------------------------------------------------------
-
-def kernel_image(base: str, kernel: KernelBuild, progress: Progress) -> str:
-    return _build_dockerfile(
-        "kernel", "kernel.Dockerfile", ("extract-kernel.sh",),
-        {"BASE": base, "KVER": kernel.abi, "DBG_PACKAGE": kernel.dbg_package, "PACKAGES": " ".join(kernel.packages)},
-        progress,
-    )
-
 
 def stap_image(base: str, stap: StapBuild, progress: Progress) -> str:
     if stap.spec.kind != "deb":
         return stap_source_image(base, stap, progress)
     return _build_dockerfile(
         "stap", "stap-deb.Dockerfile", ("stapmatrix-target.c",),
-        {"BASE": base, "PACKAGES": " ".join(stap.packages)}, progress,
+        {"BASE": base, "PACKAGES": check_packages(" ".join(stap.packages), "systemtap packages")}, progress,
     )
 
 
@@ -241,10 +273,16 @@ def stap_source_image(base: str, stap: StapBuild, progress: Progress) -> str:
     )
 
 
-def cell_image(kernel: str, stap: str, compilers: tuple[str, ...], progress: Progress) -> str:
+def cell_image(stap: str, compilers: tuple[str, ...], cc: str, gcc_link: str, progress: Progress) -> str:
+    """The systemtap image plus the compiler a kernel's headers call: shared by every kernel
+    built with that compiler (the kernel's files are mounted, not copied)."""
+    if not re.fullmatch(r"[a-z0-9_.+-]+", cc) or (gcc_link and not re.fullmatch(r"gcc-[0-9]+", gcc_link)):
+        raise InfraError(f"compiler {cc!r} / {gcc_link!r} is not a compiler name")
     return _build_dockerfile(
         "cell", "cell.Dockerfile", (),
-        {"KERNEL_IMAGE": kernel, "STAP_IMAGE": stap, "COMPILERS": " ".join(compilers)}, progress,
+        {"STAP_IMAGE": stap, "COMPILERS": check_packages(" ".join(compilers), "compiler packages"), "CC": cc,
+         "GCC_LINK": gcc_link},
+        progress,
     )
 
 
@@ -260,11 +298,13 @@ def image_id(tag: str) -> str:
 
 
 class CellImages:
-    """Every image one cell needs, built (or found) in dependency order."""
+    """Every image one cell needs, and its kernel tree, found or made in dependency order."""
 
-    def __init__(self, cell: Cell, progress: Progress) -> None:
+    def __init__(self, cell: Cell, archive: Archive, progress: Progress) -> None:
         self.base = base_image(cell.base_suite, progress)
-        self.kernel = kernel_image(self.base, cell.kernel, progress)
+        self.kernel: KernelTree = kernels.materialize(cell.kernel, archive, self.base, progress)
         self.stap = stap_image(self.base, cell.stap, progress)
-        self.cell = cell_image(self.kernel, self.stap, cell.kernel.compilers, progress)
+        compilers, gcc_link = kernels.compiler_packages(archive, self.kernel.cc, self.kernel.cc_version,
+                                                        cell.base_suite)
+        self.cell = cell_image(self.stap, compilers, self.kernel.cc, gcc_link, progress)
         self.runner = runner_image(self.base, progress)

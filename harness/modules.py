@@ -1,16 +1,26 @@
 """Compiling test scripts into modules for the cell's kernel, and packing the guest.
 
-Compiles run in the cell image with no network: `stap -p4 -r KVER -m NAME`. `-m` turns off
-stap's own cache (~/.systemtap/cache), so the harness keeps one of its own, keyed by the
-systemtap image, the kernel image, the script text and the options: an unchanged cell
-compiles nothing on the next run. Failures are cached too (the same inputs fail the same way).
+Compiles run in a networkless container of the cell image with the kernel's tree mounted
+read-only from the kernel store: `stap -p4 -r KVER -m NAME`. `-m` turns off stap's script
+cache, so the harness keeps one of its own, keyed by the systemtap image, the kernel tree,
+the module name, the script text and the options: an unchanged cell compiles nothing on the
+next run. Verdicts about the script (it compiled, or pass 2 or 4 failed) are cached; a
+compile that died of the infrastructure (killed, out of memory, disk full, a time limit) is
+an error and is not.
+
+stap's own cache ($SYSTEMTAP_DIR/cache: tracepoint and type query modules) is kept per
+(systemtap build, kernel), so only the first tracepoint script of a pair pays for building
+the kernel's tracepoint queries.
+
+The guest's initramfs is cached too, keyed by everything packed into it: a warm cell starts
+no container before its guest.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import os
 import re
 import shutil
 import time
@@ -20,10 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker.errors
+import docker.types
 from docker.models.containers import Container
+from filelock import FileLock
 
-from harness import docker_env
+from harness import cache, docker_env
 from harness.errors import InfraError
+from harness.kernel_store import KernelTree
 from harness.outcomes import Outcome
 from harness.scripts import TestScript
 from harness.settings import cache_dir
@@ -31,10 +44,18 @@ from harness.settings import cache_dir
 logger = logging.getLogger(__name__)
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
-CACHE_VERSION = "modules-v1"
+CACHE_VERSION = "modules-v2"
+COMPILE_LIMIT_S = 1800  # one script: tracepoint queries of a big kernel take minutes under load
+PACK_LIMIT_S = 600
 # stap prints "Pass N: ... failed." when a pass gives up (also without -v).
 PASS_FAILED_RE = re.compile(r"^Pass ([1-5]): .*failed", re.MULTILINE)
 ERROR_LINE_RE = re.compile(r"(error|ERROR|Error|failed|undefined|No DWARF|WARNING: cannot)")
+# A compile that failed for one of these reasons says nothing about the script.
+INFRA_FAILURE_RE = re.compile(
+    r"(No space left on device|Cannot allocate memory|Killed signal terminated program|"
+    r"virtual memory exhausted|out of memory|Read-only file system|Input/output error)",
+    re.IGNORECASE,
+)
 
 
 @dataclass
@@ -71,14 +92,30 @@ def classify_compile_failure(log: str) -> Outcome:
     return Outcome.FAIL_PASS2
 
 
+def stap_cache_dir(stap_image_id: str, kernel: KernelTree) -> Path:
+    """stap's own cache for one (systemtap build, kernel) pair."""
+    name = hashlib.sha256(f"{stap_image_id}\0{kernel.key}".encode()).hexdigest()[:24]
+    path = cache_dir() / "stap-cache" / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @contextmanager
-def cell_container(image: str, workdir: Path) -> Iterator[Container]:
-    """A long-lived container of the cell image, no network, workdir mounted at /work."""
+def cell_container(image: str, workdir: Path, kernel: KernelTree,
+                   stap_cache: Path | None = None) -> Iterator[Container]:
+    """A long-lived container of the cell image: no network, the kernel's tree mounted
+    read-only where stap looks for it, workdir at /work, stap's cache at /stapcache."""
+    mounts = kernel.mounts() + [
+        docker.types.Mount("/work", str(workdir), type="bind"),
+        docker.types.Mount("/guest", str(GUEST_DIR), type="bind", read_only=True),
+    ]
+    environment = {"HOME": "/work/home"}
+    if stap_cache is not None:
+        mounts.append(docker.types.Mount("/stapcache", str(stap_cache), type="bind"))
+        environment["SYSTEMTAP_DIR"] = "/stapcache"
     container = docker_env.client().containers.run(
         image, ["sleep", "infinity"], detach=True, network_mode="none",
-        labels=docker_env.container_labels("compile"),
-        volumes={str(workdir): {"bind": "/work", "mode": "rw"}, str(GUEST_DIR): {"bind": "/guest", "mode": "ro"}},
-        environment={"HOME": "/work/home"},
+        labels=docker_env.container_labels("compile"), mounts=mounts, environment=environment,
     )
     try:
         yield container
@@ -89,79 +126,185 @@ def cell_container(image: str, workdir: Path) -> Iterator[Container]:
             pass
 
 
-def _cache_key(stap_image: str, kernel_image: str, script: TestScript, kver: str) -> str:
+def _cache_key(stap_image: str, kernel: KernelTree, script: TestScript) -> str:
     digest = hashlib.sha256()
-    for part in (CACHE_VERSION, stap_image, kernel_image, kver, script.text, *script.stap_args):
+    for part in (CACHE_VERSION, stap_image, kernel.key, kernel.release, module_name(script.name), script.text,
+                 *script.stap_args):
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:24]
 
 
-def compile_script(container: Container, script: TestScript, kver: str, workdir: Path,
-                   stap_image_id: str, kernel_image_id: str) -> Compiled:
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cached(entry: Path, module: str, log_path: Path, target: Path, test: str) -> Compiled | None:
+    """The cached verdict, or None when there is none or it is damaged (then it is dropped)."""
+    record = cache.read_entry(entry / "result.json")
+    if record is None:
+        if entry.exists():
+            shutil.rmtree(entry, ignore_errors=True)
+        return None
+    try:
+        if record["ok"] and _file_digest(entry / f"{module}.ko") != record["ko_sha256"]:
+            raise ValueError("the module does not match its digest")
+        shutil.copy(entry / "compile.log", log_path)
+        if record["ok"]:
+            shutil.copy(entry / f"{module}.ko", target)
+    except (OSError, KeyError, ValueError) as error:
+        logger.warning("compile cache entry %s is damaged (%s): compiling again", entry, error)
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+    outcome = Outcome(record["outcome"]) if record["outcome"] else None
+    return Compiled(test, bool(record["ok"]), outcome, str(record["detail"]), 0.0, True, log_path)
+
+
+def _store(entry: Path, module: str, log_path: Path, target: Path, record: dict[str, object]) -> None:
+    """Write a verdict into the cache: files first, in a directory renamed into place."""
+    partial = entry.with_name(f".{entry.name}.{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    shutil.copy(log_path, partial / "compile.log")
+    if record["ok"]:
+        shutil.copy(target, partial / f"{module}.ko")
+        record["ko_sha256"] = _file_digest(target)
+    cache.write_entry(partial / "result.json", record)
+    try:
+        os.rename(partial, entry)
+    except OSError:  # another process stored the same verdict first
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def compile_script(container: Container, script: TestScript, kernel: KernelTree, workdir: Path,
+                   stap_image_id: str) -> Compiled:
     test_dir = workdir / "tests" / script.name
     test_dir.mkdir(parents=True, exist_ok=True)
     log_path = test_dir / "compile.log"
     module = module_name(script.name)
     target = workdir / "modules" / f"{module}.ko"  # staprun takes the module's name from the file's
     target.parent.mkdir(parents=True, exist_ok=True)
-    entry = cache_dir() / "modules" / _cache_key(stap_image_id, kernel_image_id, script, kver)
+    entry = cache_dir() / "modules" / _cache_key(stap_image_id, kernel, script)
 
-    if (entry / "result.json").exists():
-        record = json.loads((entry / "result.json").read_text())
-        shutil.copy(entry / "compile.log", log_path)
-        if record["ok"]:
-            shutil.copy(entry / f"{module}.ko", target)
-        outcome = Outcome(record["outcome"]) if record["outcome"] else None
-        return Compiled(script.name, record["ok"], outcome, record["detail"], 0.0, True, log_path)
+    cached = _cached(entry, module, log_path, target, script.name)
+    if cached:
+        return cached
 
     scripts = workdir / "scripts"
     scripts.mkdir(exist_ok=True)
     (scripts / f"{script.name}.stp").write_text(script.text)
-    command = ["stap", "-p4", "-r", kver, "-m", module, *script.stap_args, f"/work/scripts/{script.name}.stp"]
+    command = ["stap", "-p4", "-r", kernel.release, "-m", module, *script.stap_args, f"/work/scripts/{script.name}.stp"]
     started = time.monotonic()
-    exit_code, output = container.exec_run(command, workdir="/work/build")
+    exit_code, output = docker_env.exec_with_limit(
+        container, command, what=f"compiling {script.name} (stap -p4)", timeout_s=COMPILE_LIMIT_S,
+        workdir="/work/build")
     seconds = time.monotonic() - started
     log = output.decode("utf-8", "replace")
     log_path.write_text("$ " + " ".join(command) + "\n" + log)
     built = workdir / "build" / f"{module}.ko"
     ok = exit_code == 0 and built.exists()
+    if not ok:
+        infra = INFRA_FAILURE_RE.search(log)
+        if infra or exit_code in (137, 139) or (exit_code == 0 and not built.exists()):
+            why = infra.group(0) if infra else f"stap exited {exit_code} without a module"
+            raise InfraError(f"compiling {script.name} failed for a reason outside the script ({why}); "
+                             f"not cached; log: {log_path}")
     outcome = None if ok else classify_compile_failure(log)
     detail = "" if ok else first_error_lines(log)
     if ok:
         shutil.move(str(built), target)
-
-    entry.mkdir(parents=True, exist_ok=True)
-    shutil.copy(log_path, entry / "compile.log")
-    if ok:
-        shutil.copy(target, entry / f"{module}.ko")
-    record = {"ok": ok, "outcome": outcome.value if outcome else None, "detail": detail, "seconds": seconds}
-    (entry / "result.json").write_text(json.dumps(record))
+    _store(entry, module, log_path, target,
+           {"ok": ok, "outcome": outcome.value if outcome else None, "detail": detail, "seconds": seconds})
     return Compiled(script.name, ok, outcome, detail, seconds, False, log_path)
 
 
-def compile_cell(image: str, scripts: tuple[TestScript, ...], kver: str, workdir: Path,
-                 stap_image_id: str, kernel_image_id: str,
-                 progress: Callable[[str], None] = logger.info) -> dict[str, Compiled]:
-    """Compile every script; pack the ones that compiled, and the kernel, for the guest."""
+def _initramfs_key(stap_image_id: str, kernel: KernelTree, workdir: Path, list_text: str, extra: str) -> str:
+    digest = hashlib.sha256()
+    parts = [CACHE_VERSION, stap_image_id, kernel.key, list_text, extra,
+             (GUEST_DIR / "init").read_text(), (GUEST_DIR / "mkinitramfs.sh").read_text()]
+    for module in sorted((workdir / "modules").glob("*.ko")):
+        parts += [module.name, _file_digest(module)]
+    for part in parts:
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()[:24]
+
+
+def pack_guest(container_factory: Callable[[], Container] | Container | None, kernel: KernelTree, workdir: Path,
+               stap_image_id: str, with_stapsh: bool = False) -> Path:
+    """OUT/initramfs[-stapsh].cpio.gz and OUT/vmlinuz for the guest, from the cache when the
+    same modules, list, init and systemtap build were packed before."""
+    name = "initramfs-stapsh.cpio.gz" if with_stapsh else "initramfs.cpio.gz"
+    image = workdir / name
+    shutil.copy(kernel.vmlinuz_path, workdir / "vmlinuz")
+    list_text = (workdir / "list").read_text() if (workdir / "list").exists() else ""
+    key = _initramfs_key(stap_image_id, kernel, workdir, list_text, "stapsh" if with_stapsh else "")
+    cached = cache_dir() / "initramfs" / f"{key}.cpio.gz"
+    if cached.exists():
+        shutil.copy(cached, image)
+        return image
+    container = container_factory() if callable(container_factory) else container_factory
+    if container is None:
+        raise InfraError("packing the guest needs the cell's container")
+    arguments = ["sh", "/guest/mkinitramfs.sh", kernel.release, "/work"] + (["stapsh"] if with_stapsh else [])
+    code, output = docker_env.exec_with_limit(container, arguments, what="packing the guest's initramfs",
+                                              timeout_s=PACK_LIMIT_S)
+    (workdir / ("mkinitramfs-stapsh.log" if with_stapsh else "mkinitramfs.log")).write_bytes(output)
+    if code != 0:
+        raise InfraError(f"packing the guest failed: {output.decode('utf-8', 'replace')[-800:]}")
+    cache.atomic_write_bytes(cached, image.read_bytes())
+    return image
+
+
+def compile_cell(image: str, scripts: tuple[TestScript, ...], kernel: KernelTree, workdir: Path,
+                 stap_image_id: str, progress: Callable[[str], None] = logger.info) -> dict[str, Compiled]:
+    """Compile every script; pack the ones that compiled, and the kernel, for the guest. The
+    container starts only when something needs it (a compile or a pack the cache lacks)."""
     (workdir / "build").mkdir(parents=True, exist_ok=True)
     (workdir / "home").mkdir(exist_ok=True)
+    (workdir / "modules").mkdir(exist_ok=True)
     results: dict[str, Compiled] = {}
-    with cell_container(image, workdir) as container:
+    stap_cache = stap_cache_dir(stap_image_id, kernel)
+    with FileLock(str(stap_cache) + ".lock"), _lazy_container(image, workdir, kernel, stap_cache) as container:
         for script in scripts:
-            compiled = compile_script(container, script, kver, workdir, stap_image_id, kernel_image_id)
+            module = module_name(script.name)
+            test_dir = workdir / "tests" / script.name
+            test_dir.mkdir(parents=True, exist_ok=True)
+            entry = cache_dir() / "modules" / _cache_key(stap_image_id, kernel, script)
+            compiled = _cached(entry, module, test_dir / "compile.log", workdir / "modules" / f"{module}.ko",
+                               script.name)
+            if compiled is None:
+                progress(f"{kernel.release}: compiling {script.name}")
+                compiled = compile_script(container(), script, kernel, workdir, stap_image_id)
             results[script.name] = compiled
             verdict = "ok" if compiled.ok else compiled.outcome.value if compiled.outcome else "failed"
-            progress(f"{kver}: {script.name}: {verdict} ({'cached' if compiled.cached else f'{compiled.seconds:.0f} s'})")
+            progress(f"{kernel.release}: {script.name}: {verdict} "
+                     f"({'cached' if compiled.cached else f'{compiled.seconds:.0f} s'})")
         lines = [
             f"{s.name} {module_name(s.name)} {s.timeout_s} {' '.join(s.run)}".rstrip()
             for s in scripts if results[s.name].ok
         ]
         (workdir / "list").write_text("".join(line + "\n" for line in lines))
-        exit_code, output = container.exec_run(["sh", "/guest/mkinitramfs.sh", kver, "/work"])
-        (workdir / "mkinitramfs.log").write_text(output.decode("utf-8", "replace"))
-        if exit_code != 0:
-            raise InfraError(f"packing the guest failed: {output.decode('utf-8', 'replace')[-800:]}")
+        pack_guest(container, kernel, workdir, stap_image_id)
     shutil.rmtree(workdir / "build", ignore_errors=True)
     shutil.rmtree(workdir / "home", ignore_errors=True)
     return results
+
+
+@contextmanager
+def _lazy_container(image: str, workdir: Path, kernel: KernelTree, stap_cache: Path) -> Iterator[Callable[[], Container]]:
+    """A function that starts the cell container on first use (and the same one after)."""
+    started: list[Container] = []
+    context: list[object] = []
+
+    def get() -> Container:
+        if not started:
+            manager = cell_container(image, workdir, kernel, stap_cache)
+            context.append(manager)
+            started.append(manager.__enter__())
+        return started[0]
+
+    try:
+        yield get
+    finally:
+        for manager in context:
+            manager.__exit__(None, None, None)  # type: ignore[attr-defined]

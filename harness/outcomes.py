@@ -87,6 +87,8 @@ class Result:
     kernel_release: str = ""  # uname -r of the guest kernel
     kernel_origin: str = ""  # the archive suite a Debian kernel came from, or git / path
     tries: list[Try] = field(default_factory=list)  # each try, when a non-pass was tried again
+    image: str = ""  # the cell image (Docker tag) the test compiled in
+    guest_build_id: str = ""  # the GNU build-id the booted guest kernel reported
 
     def __post_init__(self) -> None:
         self.kernel_name = self.kernel_name or self.kernel
@@ -138,7 +140,7 @@ def read_results(path: Path) -> list[Result]:
     try:
         records = json.loads(path.read_text())
         if not isinstance(records, list):
-            raise ValueError("not a list of records")
+            raise TypeError("not a list of records")
         return [Result.from_json(r, path.parent.resolve()) for r in records]
     except FileNotFoundError:
         raise MatrixError(f"{path}: no such results file (give a results.json or a run directory)") from None

@@ -1,12 +1,14 @@
-"""From a validated matrix to a plan: which packages make each kernel and systemtap build,
-which base suite hosts them, and which cells (kernel x systemtap) run which tests.
+"""From a validated matrix to a plan: what exactly each kernel and systemtap build is, which
+base suite each cell runs on, and which cells (kernel x systemtap) run which tests. Planning
+reads package indexes and git repositories; it never touches Docker.
 
-Why one base suite: a trixie userland installs bookworm's 6.1 headers (their compiler,
-gcc-12, is in trixie too) and trixie's 6.12 headers (gcc-14), and bookworm's systemtap 4.8
-(its `libdw1` dependency is provided by trixie's `libdw1t64`) as well as sid's 5.6 (it only
-needs libraries trixie has). So every systemtap image shares one base, and a kernel's files
-can be copied onto any systemtap image: N kernels x M builds cost N + M heavy builds. The base
-moves to a newer suite only when a kernel's compiler needs it (a sid kernel).
+Why a base suite per cell: a kernel's files sit in the kernel store, outside any image, so
+they need no base at all; what needs one is the cell's compile image, which must install the
+systemtap build and the compiler the kernel's headers call. trixie installs bookworm's gcc-12
+and its own gcc-14, and bookworm's systemtap 4.8 (its `libdw1` is provided by `libdw1t64`) as
+well as sid's 5.6 (whose dependencies trixie meets). A 7.x kernel's headers call gcc-16, and
+experimental's packages are built against sid: those cells get a sid base, which has gcc-11
+to gcc-16. Each cell takes the oldest base that can install both of its parts.
 """
 
 from __future__ import annotations
@@ -14,24 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import sources
-from harness.archive import SUITES, Archive
+from harness import kernels, sources
+from harness.archive import Archive
 from harness.errors import MatrixError
-from harness.matrix import Matrix, StapSpec, nearest
+from harness.kernel_debian import BASE_SUITE_SOURCES
+from harness.kernels import BASE_SUITES, KernelBuild
+from harness.matrix import Matrix, StapSpec
 from harness.scripts import TestScript
 
-MINIMUM_BASE_SUITE = "trixie"
-
-
-@dataclass(frozen=True)
-class KernelBuild:
-    abi: str
-    suite: str
-    version: str  # the Debian package version, e.g. 6.12.117-1
-    packages: tuple[str, ...]  # everything the kernel image extracts, as NAME=VERSION
-    dbg_package: str
-    image_package: str
-    compilers: tuple[str, ...]  # gcc-N packages the headers' Makefile calls
+STAP_PACKAGES = ("systemtap", "systemtap-runtime", "systemtap-common")
 
 
 @dataclass(frozen=True)
@@ -39,10 +32,12 @@ class StapBuild:
     spec: StapSpec
     suite: str  # deb: the suite that has the package; source builds: "" (built on the base)
     version: str  # deb: the package version; git: the full commit id; path: sha256 of the tree
+    base_suite: str = BASE_SUITES[0]  # the oldest base that installs it
+    base_reason: str = ""
 
     @property
     def packages(self) -> tuple[str, ...]:
-        return tuple(f"{name}={self.version}" for name in ("systemtap", "systemtap-runtime", "systemtap-common"))
+        return tuple(f"{name}={self.version}" for name in STAP_PACKAGES)
 
     @property
     def version_label(self) -> str:
@@ -51,6 +46,14 @@ class StapBuild:
             return f"stapmatrix git commit {self.version} ({self.spec.ref})"
         return f"stapmatrix path {self.spec.value} sha256 {self.version[:16]}"
 
+    @property
+    def identity(self) -> str:
+        if self.spec.kind == "deb":
+            return f"{self.version} ({self.suite})"
+        if self.spec.kind == "git":
+            return f"commit {self.version}"
+        return f"tree sha256 {self.version[:16]}"
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -58,95 +61,77 @@ class Cell:
     stap: StapBuild
     tests: tuple[TestScript, ...]
     base_suite: str
+    base_reason: str
     testsuite: tuple[str, ...] = ()  # systemtap's own .exp files: source builds only
-
 
     @property
     def id(self) -> str:
-        return f"{self.kernel.abi}-{self.stap.spec.label}"
+        return f"{self.kernel.label}-{self.stap.spec.label}"
 
 
 @dataclass(frozen=True)
 class Plan:
-    base_suite: str
     kernels: tuple[KernelBuild, ...]
     staps: tuple[StapBuild, ...]
     cells: tuple[Cell, ...]
 
-
-def resolve_kernel(archive: Archive, abi: str, where: str) -> KernelBuild:
-    dbg = archive.find(f"linux-image-{abi}-dbg")
-    if dbg is None:
-        raise MatrixError(
-            f"{where}: kernel {abi!r} has no linux-image-{abi}-dbg package in "
-            f"{', '.join(SUITES)}; the archive has: {nearest(abi, archive.kernel_abis())}"
-        )
-    headers = archive.find(f"linux-headers-{abi}", dbg.version)
-    image = archive.find(f"linux-image-{abi}", dbg.version) or archive.find(
-        f"linux-image-{abi}-unsigned", dbg.version
-    )
-    if headers is None or image is None:
-        raise MatrixError(f"{where}: kernel {abi} {dbg.version} lacks its headers or image package")
-    # linux-headers-ABI depends on its -common headers, the kbuild tools and the compiler
-    # (directly as gcc-N since 6.12, through linux-compiler-gcc-N-x86 before).
-    extra, compilers = [], []
-    for dep in headers.depends:
-        if dep.startswith(("linux-headers-", "linux-kbuild-")):
-            package = archive.find(dep)
-            if package is None:
-                raise MatrixError(f"{where}: kernel {abi}: dependency {dep} is not in the archive")
-            extra.append(f"{package.name}={package.version}")
-        elif dep.startswith("linux-compiler-"):
-            wrapper = archive.find(dep)
-            compilers += [d for d in (wrapper.depends if wrapper else ()) if d.startswith("gcc-")]
-        elif dep.startswith("gcc-"):
-            compilers.append(dep)
-    if not compilers:
-        raise MatrixError(f"{where}: kernel {abi}: cannot tell which gcc its headers need")
-    return KernelBuild(
-        abi=abi,
-        suite=dbg.suite,
-        version=dbg.version,
-        packages=(f"{headers.name}={headers.version}", *extra, f"{image.name}={image.version}",
-                  f"{dbg.name}={dbg.version}"),
-        dbg_package=dbg.name,
-        image_package=image.name,
-        compilers=tuple(sorted(set(compilers))),
-    )
+    @property
+    def base_suites(self) -> tuple[str, ...]:
+        return tuple(s for s in BASE_SUITES if any(c.base_suite == s for c in self.cells))
 
 
 def resolve_stap(archive: Archive, spec: StapSpec, where: str) -> StapBuild:
     if spec.kind == "git":
-        return StapBuild(spec, "", sources.resolve_ref(spec.value, spec.ref, where))
+        return StapBuild(spec, "", sources.resolve_ref(spec.value, spec.ref, where),
+                         base_reason="systemtap is built from source on the base")
     if spec.kind == "path":
-        return StapBuild(spec, "", sources.content_hash(sources.tree_tarball(Path(spec.value))))
+        return StapBuild(spec, "", sources.content_hash(sources.tree_tarball(Path(spec.value))),
+                         base_reason="systemtap is built from source on the base")
     package = archive.find("systemtap", spec.value)
     if package is None:
         have = [f"deb:{version} ({suite})" for version, suite in archive.systemtap_versions()]
         raise MatrixError(
-            f"{where}: systemtap {spec.spec} is in none of {', '.join(SUITES)}; "
+            f"{where}: systemtap {spec.spec} is in none of {', '.join(s.name for s in archive.suites)}; "
             f"the archive has: {', '.join(have)}"
         )
-    return StapBuild(spec, package.suite, package.version)
+    base, reason = _stap_base(archive, package.suite, spec.value)
+    return StapBuild(spec, package.suite, package.version, base, reason)
 
 
-def choose_base_suite(kernels: list[KernelBuild]) -> str:
-    order = {suite: index for index, suite in enumerate(SUITES)}
-    suites = [MINIMUM_BASE_SUITE] + [k.suite for k in kernels]
-    return max(suites, key=lambda s: order[s])
+def _stap_base(archive: Archive, suite: str, version: str) -> tuple[str, str]:
+    """The oldest base whose suites meet every dependency of the systemtap packages."""
+    parts = [p for name in STAP_PACKAGES if (p := archive.find(name, version)) is not None]
+    for base in BASE_SUITES:
+        sources_of_base = BASE_SUITE_SOURCES[base]
+        if suite == "experimental" and "experimental" not in sources_of_base:
+            continue
+        unmet = [clause for part in parts for clause in archive.unmet(part, sources_of_base, tuple(parts))]
+        if not unmet:
+            return base, f"systemtap {version} ({suite}) installs on {base}"
+    unmet_text = ", ".join(sorted({c for part in parts for c in archive.unmet(part, BASE_SUITE_SOURCES[BASE_SUITES[0]], tuple(parts))}))
+    return BASE_SUITES[-1], (f"systemtap {version} ({suite}) needs {BASE_SUITES[-1]}"
+                             + (f" ({BASE_SUITES[0]} lacks {unmet_text})" if unmet_text else ""))
+
+
+def cell_base(kernel: KernelBuild, stap: StapBuild) -> tuple[str, str]:
+    """The oldest base that can install both the kernel's compiler and the systemtap build."""
+    order = {suite: index for index, suite in enumerate(BASE_SUITES)}
+    if order[kernel.base_suite] >= order[stap.base_suite]:
+        return kernel.base_suite, kernel.base_reason + (f"; {stap.base_reason}" if stap.base_reason else "")
+    return stap.base_suite, stap.base_reason + f"; {kernel.base_reason}"
 
 
 def make_plan(matrix: Matrix, archive: Archive) -> Plan:
-    kernels = [resolve_kernel(archive, k.value, matrix.where(k.line)) for k in matrix.kernels]
+    builds = [kernels.resolve(archive, k.value, matrix.where(k.line)) for k in matrix.kernels]
     staps = [resolve_stap(archive, s.value, matrix.where(s.line)) for s in matrix.staps]
-    base = choose_base_suite(kernels)
     cells = []
-    for kernel in kernels:
+    for kernel in builds:
         for stap in staps:
-            tests = tuple(
-                t for t in matrix.tests if not matrix.excluded(kernel.abi, stap.spec.spec, t.name)
-            )
+            tests = tuple(t for t in matrix.tests if not matrix.excluded(kernel.spec, stap.spec, t.name))
             testsuite = tuple(matrix.testsuite) if stap.spec.kind != "deb" else ()
             if tests or testsuite:
-                cells.append(Cell(kernel, stap, tests, base, testsuite))
-    return Plan(base, tuple(kernels), tuple(staps), tuple(cells))
+                base, reason = cell_base(kernel, stap)
+                cells.append(Cell(kernel, stap, tests, base, reason, testsuite))
+    if not cells:
+        raise MatrixError(f"{matrix.path}: the exclude list leaves no cell to run")
+    return Plan(tuple(builds), tuple(staps), tuple(cells))

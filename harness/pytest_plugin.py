@@ -37,6 +37,9 @@ RUN_DIR_KEY = "stapmatrix_run_dir"
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("stapmatrix")
     group.addoption("--matrix", default=None, help="matrix file to run (default: matrix.yaml at the repository root)")
+    group.addoption("--reruns", type=int, default=1,
+                    help="try a test that did not pass again in a fresh boot this many times (default 1; 0: never); "
+                         "tries with different outcomes make it 'flaky'")
 
 
 def _wants_matrix(config: pytest.Config) -> bool:
@@ -57,15 +60,17 @@ def _marker(prefix: str, value: str) -> str:
 class MatrixSession:
     """The loaded matrix and plan, plus the results of the cells this process ran."""
 
-    def __init__(self, matrix: Matrix, plan: Plan, run_dir: Path) -> None:
+    def __init__(self, matrix: Matrix, plan: Plan, run_dir: Path, reruns: int = 1) -> None:
         self.matrix = matrix
         self.plan = plan
         self.run_dir = run_dir
+        self.reruns = reruns
+        self.archive = Archive()
         self.results: dict[str, list[Result]] = {}
 
     def cell_results(self, cell: Cell) -> list[Result]:
         if cell.id not in self.results:
-            context = CellContext(self.matrix.allow_splats, self.matrix.known_failure)
+            context = CellContext(self.matrix.allow_splats, self.matrix.known_failure, self.reruns)
             progress_log = self.run_dir / "progress.log"
 
             def progress(message: str) -> None:
@@ -73,7 +78,7 @@ class MatrixSession:
                 with progress_log.open("a") as log:
                     log.write(f"[{os.getpid()}] {message}\n")
 
-            results = run_cell(cell, context, self.run_dir / cell.id, progress)
+            results = run_cell(cell, context, self.run_dir / cell.id, progress, self.archive)
             write_results(self.run_dir / "cells" / f"{cell.id}.json", results)
             self.results[cell.id] = results
         return self.results[cell.id]
@@ -102,10 +107,13 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(error)) from None
         run_dir = new_run_dir()
     for kernel in plan.kernels:
-        config.addinivalue_line("markers", f"{_marker('kernel_', kernel.abi)}: cells of kernel {kernel.abi}")
+        config.addinivalue_line("markers", f"{_marker('kernel_', kernel.label)}: cells of kernel {kernel.spec.spec}")
     for stap in plan.staps:
         config.addinivalue_line("markers", f"{_marker('stap_', stap.spec.value)}: cells of systemtap {stap.spec.spec}")
-    config.stash[SESSION_KEY] = MatrixSession(matrix, plan, run_dir)
+    reruns = config.getoption("reruns")
+    if not 0 <= reruns <= 10:
+        raise pytest.UsageError(f"--reruns {reruns}: give 0 (no second try) to 10")
+    config.stash[SESSION_KEY] = MatrixSession(matrix, plan, run_dir, reruns)
 
 
 SESSION_KEY = pytest.StashKey[MatrixSession]()
@@ -127,7 +135,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         raise pytest.UsageError("matrix items need the matrix: run them from the repository root")
     params = []
     for cell in session.plan.cells:
-        marks = [pytest.mark.xdist_group(cell.id), getattr(pytest.mark, _marker("kernel_", cell.kernel.abi)),
+        marks = [pytest.mark.xdist_group(cell.id), getattr(pytest.mark, _marker("kernel_", cell.kernel.label)),
                  getattr(pytest.mark, _marker("stap_", cell.stap.spec.value))]
         if "stap_case" in wanted:
             params += [pytest.param((cell, t.name), id=f"{cell.id}-{t.name}", marks=marks) for t in cell.tests]
@@ -173,7 +181,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     size = f"{len(plan.kernels)} kernel(s) x {len(plan.staps)} systemtap build(s) = {len(plan.cells)} cell(s)"
     progress = matrix_session.run_dir / "progress.log"
     return [
-        f"stapmatrix: {matrix_session.matrix.path}: {size}, base suite {plan.base_suite}",
+        f"stapmatrix: {matrix_session.matrix.path}: {size}, base suite(s) {', '.join(plan.base_suites)}",
         f"stapmatrix: artifacts in {matrix_session.run_dir}; follow builds and boots: tail -f {progress}",
     ]
 

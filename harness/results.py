@@ -36,6 +36,8 @@ def judge(script: TestScript, compiled: Compiled, guest: GuestRun | None, allow_
     if not compiled.ok:
         assert compiled.outcome is not None
         return compiled.outcome, compiled.detail
+    if guest is not None and script.name in guest.garbled:
+        return Outcome.ERROR, f"the guest's result channel held a line that does not parse: {guest.garbled[script.name]!r}"
     if guest is None or script.name not in guest.runs:
         why = guest.boot_failure if guest and guest.boot_failure else "the guest never started this test"
         return Outcome.ERROR, why

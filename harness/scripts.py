@@ -18,9 +18,15 @@ from pathlib import Path
 
 from harness.errors import MatrixError
 
-DIRECTIVE_RE = re.compile(r"^\s*(?://|#)\s*stapmatrix:\s*(\S+)\s*(.*?)\s*$")
+DIRECTIVE_RE = re.compile(r"^\s*(?://|#|/\*)\s*stapmatrix:\s*(\S+)\s*(.*?)\s*(\*/)?\s*$")
+# A comment that looks like a directive with a misspelt prefix ("stapmatrx:", "stap-matrix:"):
+# silently ignoring it would drop an expectation, so it is an error.
+NEAR_DIRECTIVE_RE = re.compile(r"^\s*(?://|#)\s*(stap[-_ ]?ma?t?r?i?x\w*|sm)\s*:\s*(expect|expect-re|stap-arg|timeout|run)\b",
+                               re.IGNORECASE)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,40}$")
 ARG_RE = re.compile(r"^[A-Za-z0-9_=.,/:+-]+$")
+# Options the harness sets itself for every compile and run: a script may not change them.
+RESERVED_STAP_OPTIONS = ("-r", "-p", "-m", "-o", "-c", "-x", "--remote", "--use-server", "--tmpdir")
 DEFAULT_TIMEOUT_S = 60
 KNOWN = ("expect", "expect-re", "stap-arg", "timeout", "run")
 
@@ -58,27 +64,69 @@ def _check_arg(arg: str, where: str) -> str:
     return arg
 
 
-def load_script(path: Path, extra_stap_args: tuple[str, ...] = (), timeout_s: int | None = None) -> TestScript:
+def check_stap_arg(arg: str, where: str) -> str:
+    """An extra stap option: safe characters, and not one the harness sets itself."""
+    _check_arg(arg, where)
+    for option in RESERVED_STAP_OPTIONS:
+        long_form = option.startswith("--")
+        if arg == option or arg.startswith(option + "=" if long_form else option):
+            raise MatrixError(f"{where}: stap option {arg!r} is set by stapmatrix itself "
+                              f"({', '.join(RESERVED_STAP_OPTIONS)} are reserved): the harness chooses "
+                              "the kernel, the pass, the module name and output, and runs the module itself")
+    return arg
+
+
+def _timeout(value: str, where: str) -> int:
+    # str.isdigit() accepts other scripts' digits ("٣٠") and int() takes them: only ASCII here.
+    if not re.fullmatch(r"[0-9]{1,4}", value) or not 1 <= int(value) <= 3600:
+        raise MatrixError(f"{where}: timeout {value!r} must be whole seconds between 1 and 3600, in ASCII digits")
+    return int(value)
+
+
+def _read_text(path: Path, where: str) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise MatrixError(f"{where}: cannot read test script {path}: {error.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise MatrixError(f"{path}:{line}: not UTF-8 text (byte {data[error.start]:#04x}); save the script as UTF-8") from None
+
+
+def load_script(path: Path, extra_stap_args: tuple[str, ...] = (), timeout_s: int | None = None,
+                where: str = "") -> TestScript:
     """Parse a script's directives; raises MatrixError naming the file and line."""
     path = Path(path).resolve()
+    where = where or str(path)
+    if not path.exists():
+        raise MatrixError(f"{where}: test script {path} does not exist")
     if not path.is_file():
-        raise MatrixError(f"test script {path} does not exist")
+        raise MatrixError(f"{where}: test script {path} is not a regular file")
+    if path.suffix != ".stp":
+        raise MatrixError(f"{where}: test script {path} is not a .stp file; stapmatrix runs systemtap scripts")
+    if path.stat().st_size > 1_000_000 or str(path).startswith(("/proc/", "/sys/", "/dev/")):
+        raise MatrixError(f"{where}: {path} is not a test script (a special file, or over 1 MB)")
     name = path.stem
     if not NAME_RE.match(name):
         raise MatrixError(
             f"{path}: the file name {name!r} becomes the test name: use letters, digits, _ and -"
         )
-    text = path.read_text()
+    text = _read_text(path, where)
     expect: list[tuple[str, str]] = []
     stap_args: list[str] = []
     run: list[str] = []
     timeout = DEFAULT_TIMEOUT_S
     for number, line in enumerate(text.splitlines(), 1):
         match = DIRECTIVE_RE.match(line)
-        if not match:
-            continue
-        key, value = match.groups()
         where = f"{path}:{number}"
+        if not match:
+            near = NEAR_DIRECTIVE_RE.match(line)
+            if near:
+                raise MatrixError(f"{where}: {near.group(1)!r} looks like a misspelt 'stapmatrix:' directive prefix")
+            continue
+        key, value, _ = match.groups()
         if key == "expect":
             expect.append(("line", value))
         elif key == "expect-re":
@@ -88,13 +136,17 @@ def load_script(path: Path, extra_stap_args: tuple[str, ...] = (), timeout_s: in
                 raise MatrixError(f"{where}: bad regular expression {value!r}: {error}") from None
             expect.append(("re", value))
         elif key == "stap-arg":
-            stap_args.append(_check_arg(value, where))
+            stap_args.append(check_stap_arg(value, where))
         elif key == "timeout":
-            if not value.isdigit() or not 1 <= int(value) <= 3600:
-                raise MatrixError(f"{where}: timeout {value!r} must be whole seconds between 1 and 3600")
-            timeout = int(value)
+            timeout = _timeout(value, where)
         elif key == "run":
-            run = [_check_arg(arg, where) for arg in shlex.split(value)]
+            try:
+                words = shlex.split(value)
+            except ValueError as error:
+                raise MatrixError(f"{where}: run directive {value!r}: {error} (an unbalanced quote?)") from None
+            if not words:
+                raise MatrixError(f"{where}: run directive needs a command")
+            run = [_check_arg(arg, where) for arg in words]
         else:
             raise MatrixError(f"{where}: unknown directive {key!r}; known: {', '.join(KNOWN)}")
     return TestScript(
@@ -102,7 +154,7 @@ def load_script(path: Path, extra_stap_args: tuple[str, ...] = (), timeout_s: in
         path=path,
         text=text,
         expect=tuple(expect),
-        stap_args=tuple(stap_args) + tuple(_check_arg(a, "--stap-arg") for a in extra_stap_args),
-        timeout_s=timeout_s or timeout,
+        stap_args=tuple(stap_args) + tuple(check_stap_arg(a, "--stap-arg") for a in extra_stap_args),
+        timeout_s=timeout if timeout_s is None else _timeout(str(timeout_s), "--timeout"),
         run=tuple(run),
     )

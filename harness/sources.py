@@ -17,10 +17,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from filelock import FileLock
-
+from harness import gitrepo
 from harness.errors import InfraError, MatrixError
-from harness.settings import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -28,61 +26,22 @@ COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 SKIPPED_DIRS = {".git", "autom4te.cache", "__pycache__"}
 
 
-def _git(*args: str, cwd: str | None = None) -> str:
-    completed = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
-        raise InfraError(f"git {' '.join(args)} failed: {completed.stderr.strip()[:400]}")
-    return completed.stdout
-
-
-def is_local(url: str) -> bool:
-    return "://" not in url and not re.match(r"^[\w.-]+@[\w.-]+:", url)
-
-
-def _mirror_dir(url: str) -> Path:
-    """A bare clone of a remote repository in the cache (local repositories are used in place)."""
-    directory = cache_dir() / "git" / hashlib.sha256(url.encode()).hexdigest()[:16]
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(directory) + ".lock"):
-        if not directory.exists():
-            _git("clone", "--bare", "--quiet", url, str(directory))
-        else:
-            _git("fetch", "--quiet", "--tags", "origin", "+refs/heads/*:refs/heads/*", cwd=str(directory))
-    return directory
-
-
 def git_dir(url: str) -> str:
-    if is_local(url):
-        if not Path(url).exists():
-            raise MatrixError(f"git repository {url} does not exist")
-        return url
-    return str(_mirror_dir(url))
+    return gitrepo.repository(url, url)
 
 
 def resolve_ref(url: str, ref: str, where: str) -> str:
-    """The full commit id `ref` names in the repository at `url`."""
-    try:
-        repository = git_dir(url)
-        return _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=repository).strip()
-    except InfraError:
-        tags = []
-        try:
-            tags = _git("tag", "--list", "release-*", cwd=git_dir(url)).split()[-6:]
-        except (InfraError, MatrixError):
-            pass
-        hint = f"; recent release tags: {', '.join(tags)}" if tags else ""
-        raise MatrixError(f"{where}: {url} has no commit named {ref!r}{hint}") from None
+    """The full commit id `ref` names in the systemtap repository at `url`."""
+    return gitrepo.resolve_ref(url, ref, where, hint_tags="release-*")
 
 
 def _missing_blobs(repository: str, commit: str) -> list[str]:
     """Paths whose content the repository lacks (a shallow or size-limited snapshot)."""
-    listing = _git("ls-tree", "-r", "-z", commit, cwd=repository)
+    listing = gitrepo.run("ls-tree", "-r", "-z", commit, cwd=repository, what=f"listing {commit[:12]}")
     entries = [line.split("\t", 1) for line in listing.split("\0") if line]
     blobs = [(meta.split()[2], path) for meta, path in entries if meta.split()[1] == "blob"]
-    checked = subprocess.run(
-        ["git", "cat-file", "--batch-check"], cwd=repository, input="\n".join(b for b, _ in blobs) + "\n",
-        capture_output=True, text=True, check=False,
-    ).stdout.splitlines()
+    checked = gitrepo.run("cat-file", "--batch-check", cwd=repository, what=f"checking the blobs of {commit[:12]}",
+                          input_text="\n".join(b for b, _ in blobs) + "\n").splitlines()
     return [path for (_, path), line in zip(blobs, checked, strict=False) if line.endswith(" missing")]
 
 
@@ -93,10 +52,13 @@ def git_tarball(url: str, commit: str) -> bytes:
     if missing:
         logger.warning("%s: leaving out %d file(s) the repository lacks: %s", url, len(missing), ", ".join(missing[:5]))
     pathspec = ["--", "."] + [f":(exclude,literal){path}" for path in missing] if missing else []
-    completed = subprocess.run(["git", "archive", "--format=tar", commit, *pathspec], cwd=repository,
-                               capture_output=True, check=False)
+    try:
+        completed = subprocess.run(["git", "archive", "--format=tar", commit, *pathspec], cwd=repository,
+                                   capture_output=True, check=False, timeout=gitrepo.GIT_LIMIT_S)
+    except subprocess.TimeoutExpired:
+        raise InfraError(f"git archive {commit} did not finish within {gitrepo.GIT_LIMIT_S} s") from None
     if completed.returncode != 0:
-        raise InfraError(f"git archive {commit} failed: {completed.stderr.decode(errors='replace')[:400]}")
+        raise InfraError(f"git archive {commit} failed: {gitrepo.mask(completed.stderr.decode(errors='replace')[:400])}")
     return completed.stdout
 
 

@@ -26,14 +26,17 @@ from pathlib import Path
 import docker.errors
 from docker.models.containers import Container
 
+from harness import docker_env
 from harness.errors import InfraError
-from harness.guest import BOOT_LIMIT_S, qemu_command, start_guest
+from harness.guest import BOOT_LIMIT_S, guest_memory_mb, qemu_command, start_guest
+from harness.kernel_store import KernelTree
 from harness.matrix import EXP_RE
-from harness.modules import cell_container
+from harness.modules import cell_container, pack_guest
 
 logger = logging.getLogger(__name__)
 
 SOURCE_TREE = "/usr/local/src/systemtap"
+TESTSUITE_LIMIT_S = 4 * 3600  # the whole of systemtap's testsuite takes hours; one .exp file minutes
 SUM_LINE_RE = re.compile(r"^(PASS|FAIL|XPASS|XFAIL|KPASS|KFAIL|UNTESTED|UNSUPPORTED|UNRESOLVED|ERROR): (.*)$")
 
 
@@ -94,8 +97,8 @@ def _wait_for_stapsh(results_log: Path, container: Container, limit_s: float) ->
     raise InfraError(f"stapsh did not start in the guest within {limit_s:.0f} s")
 
 
-def run_testsuite(cell_image: str, runner_image: str, kver: str, exp_files: tuple[str, ...],
-                  guest_dir: Path, accel: str, progress: Callable[[str], None],
+def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, exp_files: tuple[str, ...],
+                  guest_dir: Path, accel: str, stap_image_id: str, progress: Callable[[str], None],
                   ) -> tuple[list[DejaGnuResult], dict[str, str]]:
     """Boot the guest serving stapsh, run DejaGnu on `exp_files` against it, return the lines."""
     for exp in exp_files:
@@ -108,34 +111,34 @@ def run_testsuite(cell_image: str, runner_image: str, kver: str, exp_files: tupl
     for stale in ("console-stapsh.log", "results-stapsh.log"):
         (guest_dir / stale).unlink(missing_ok=True)
 
-    with cell_container(cell_image, guest_dir) as packer:
-        code, output = packer.exec_run(["sh", "/guest/mkinitramfs.sh", kver, "/work", "stapsh"])
-        (out / "mkinitramfs.log").write_bytes(output)
-        if code != 0:
-            raise InfraError(f"packing the stapsh guest failed: {output.decode(errors='replace')[-600:]}")
+    kver = kernel.release
+    with cell_container(cell_image, guest_dir, kernel) as packer:
+        pack_guest(packer, kernel, guest_dir, stap_image_id, with_stapsh=True)
 
-    command = qemu_command(accel, 0, "stapsh", initrd="initramfs-stapsh.cpio.gz", extra_append="sm.stapsh=1",
-                           extra_args=tuple(qemu_stapsh_args()))
+    command = qemu_command(accel, "", "stapsh", initrd="initramfs-stapsh.cpio.gz", extra_append="sm.stapsh=1",
+                           extra_args=tuple(qemu_stapsh_args()),
+                           memory_mb=guest_memory_mb(guest_dir, "initramfs-stapsh.cpio.gz"))
     guest = start_guest(runner_image, guest_dir, accel, command)
     artifacts = {"testsuite_dir": str(out), "console": str(guest_dir / "console-stapsh.log")}
     try:
         port = _wait_for_stapsh(guest_dir / "results-stapsh.log", guest, BOOT_LIMIT_S[accel])
         progress(f"{kver}: stapsh listening on {port} in the guest; running {' '.join(exp_files)}")
-        with cell_container(cell_image, guest_dir) as runner:
+        with cell_container(cell_image, guest_dir, kernel) as runner:
             command = ["make", "-C", f"{SOURCE_TREE}/testsuite", "installcheck",
                        "SYSTEMTAP_PATH=/guest/remote-bin:/opt/systemtap/bin",
                        f"RUNTESTFLAGS={' '.join(exp_files)}"]
             started = time.monotonic()
-            code, output = runner.exec_run(
-                command, environment={"STAPMATRIX_STAPSH": "/work/stapsh.sock",
-                                      "STAPMATRIX_CONSOLE": "/work/console-stapsh.log"},
+            code, output = docker_env.exec_with_limit(
+                runner, command, what=f"systemtap's testsuite ({' '.join(exp_files)})", timeout_s=TESTSUITE_LIMIT_S,
+                environment={"STAPMATRIX_STAPSH": "/work/stapsh.sock", "STAPMATRIX_CONSOLE": "/work/console-stapsh.log"},
             )
             (out / "make.log").write_bytes(output)
             progress(f"{kver}: testsuite finished in {time.monotonic() - started:.0f} s (make exit {code})")
             for name in ("systemtap.sum", "systemtap.log"):
-                copied = runner.exec_run(["cat", f"{SOURCE_TREE}/testsuite/{name}"])
-                if copied.exit_code == 0:
-                    (out / name).write_bytes(copied.output)
+                copy_code, copied = docker_env.exec_with_limit(
+                    runner, ["cat", f"{SOURCE_TREE}/testsuite/{name}"], what=f"reading {name}", timeout_s=120)
+                if copy_code == 0:
+                    (out / name).write_bytes(copied)
                     artifacts[name] = str(out / name)
     finally:
         try:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import testinfra
 
-from harness import docker_env
+from harness import docker_env, kernel_store
 from harness.outcomes import Outcome, Result
 from harness.plan import Cell
 from harness.pytest_plugin import MatrixSession
@@ -32,13 +32,17 @@ def test_stap(stap_result: Result) -> None:
 
 @pytest.fixture
 def cell_host(image_case: Cell, matrix_session: MatrixSession) -> Iterator[testinfra.host.Host]:
-    """A testinfra host: a container of the cell's image, no network, removed afterwards."""
+    """A testinfra host: a container of the cell's image with the kernel's tree mounted as in
+    a compile, no network, removed afterwards."""
     results = matrix_session.cell_results(image_case)  # builds the images and boots the guest
     if all(r.outcome is Outcome.ERROR for r in results):
         pytest.fail(f"the cell did not build: {results[0].detail}", pytrace=False)
+    tree = kernel_store.find(image_case.kernel.key)
+    if tree is None:
+        pytest.fail(f"kernel {image_case.kernel.spec.spec} is not in the kernel store", pytrace=False)
     container = docker_env.client().containers.run(
-        results[0].artifacts["image"], ["sleep", "infinity"], detach=True, network_mode="none",
-        labels=docker_env.container_labels("testinfra"),
+        results[0].image, ["sleep", "infinity"], detach=True, network_mode="none",
+        labels=docker_env.container_labels("testinfra"), mounts=tree.mounts(),
     )
     try:
         yield testinfra.get_host(f"docker://{container.id}")
@@ -47,7 +51,9 @@ def cell_host(image_case: Cell, matrix_session: MatrixSession) -> Iterator[testi
 
 
 def test_image(image_case: Cell, cell_host: testinfra.host.Host, matrix_session: MatrixSession) -> None:
-    kver = image_case.kernel.abi
+    """The kernel's files where stap looks for them, and the right systemtap."""
+    results = matrix_session.cell_results(image_case)
+    kver = results[0].kernel_release
     assert cell_host.file(f"/lib/modules/{kver}/build/Makefile").exists, "kernel headers missing"
     assert cell_host.file(f"/lib/modules/{kver}/build/.config").exists, "kernel .config missing"
     system_map = cell_host.file(f"/boot/System.map-{kver}")
@@ -57,7 +63,7 @@ def test_image(image_case: Cell, cell_host: testinfra.host.Host, matrix_session:
     assert ".debug_info" in sections, f"{vmlinux} has no DWARF"
     notes = cell_host.check_output(f"readelf -n {vmlinux}")
     debug_build_id = next(line.split()[-1] for line in notes.splitlines() if "Build ID" in line)
-    guest_build_id = matrix_session.cell_results(image_case)[0].artifacts.get("guest_build_id", "")
+    guest_build_id = results[0].guest_build_id
     if guest_build_id:
         assert debug_build_id == guest_build_id, "vmlinux debuginfo does not match the kernel that booted"
     else:

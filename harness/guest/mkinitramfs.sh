@@ -1,12 +1,13 @@
 #!/bin/sh
 # Usage: mkinitramfs.sh KVER OUTDIR [stapsh]
-# Runs in the cell container (no network). Packs busybox, this image's own staprun and stapio
-# with their libraries (staprun/stapio must come from the same systemtap build as the
-# translator: the transport changed in 5.0), the uprobes target, the compiled modules in
-# OUTDIR/modules and the test list OUTDIR/list into OUTDIR/initramfs.cpio.gz, and copies the
-# kernel to OUTDIR/vmlinuz. With "stapsh", also stapsh and the virtio modules it needs to
+# Runs in the cell container (no network, the kernel's tree mounted read-only). Packs busybox,
+# this image's own staprun and stapio with their libraries (staprun/stapio must come from the
+# same systemtap build as the translator: the transport changed in 5.0), the uprobes target,
+# the compiled modules in OUTDIR/modules and the test list OUTDIR/list into
+# OUTDIR/initramfs.cpio.gz. With "stapsh", also stapsh and the virtio modules it needs to
 # listen on a virtio-serial port (Debian builds virtio, virtio_pci and virtio_console as
-# modules), for `stap --remote` (systemtap's testsuite).
+# modules; kernels stapmatrix builds have them built in), for `stap --remote` (systemtap's
+# testsuite). The harness copies the kernel itself from the kernel store.
 set -eu
 kver=$1 out=$2 with_stapsh=${3:-}
 root=$(mktemp -d)
@@ -39,10 +40,8 @@ if [ "$with_stapsh" = stapsh ]; then
     copy_with_libraries "$stapsh"
     ln -s "$stapsh" "$root/bin/stapsh"
     mkdir -p "$root/modules"
-    # The image package ships no modules.dep (depmod runs in its postinst): make one here,
-    # in this throwaway container, then take the modules in load order, decompressed
-    # (busybox insmod cannot read .ko.xz).
-    depmod "$kver"
+    # modules.dep was made when the kernel entered the store (images/extract-kernel.sh):
+    # take the modules in load order, decompressed (busybox insmod cannot read .ko.xz).
     n=0
     for module in $(modprobe -a -S "$kver" --show-depends virtio_pci virtio_console | awk '$1 == "insmod" && !seen[$2]++ {print $2}'); do
         n=$((n + 1))
@@ -59,6 +58,5 @@ cp "$out"/modules/*.ko "$root/tests/" 2>/dev/null || true
 cp "$out/list" "$root/tests/list"
 image="$out/initramfs${with_stapsh:+-$with_stapsh}.cpio.gz"
 (cd "$root" && find . | cpio -o -H newc --quiet) | gzip -1 > "$image"
-cp "/boot/vmlinuz-$kver" "$out/vmlinuz"
 rm -rf "$root"
 echo "initramfs: $image $(stat -c %s "$image") bytes, staprun $staprun, stapio $stapio"
