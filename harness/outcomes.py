@@ -138,7 +138,7 @@ def read_results(path: Path) -> list[Result]:
     try:
         records = json.loads(path.read_text())
         if not isinstance(records, list):
-            raise ValueError("not a list of records")
+            raise TypeError("not a list of records")
         return [Result.from_json(r, path.parent.resolve()) for r in records]
     except FileNotFoundError:
         raise MatrixError(f"{path}: no such results file (give a results.json or a run directory)") from None
