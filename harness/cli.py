@@ -3,6 +3,8 @@
     stapmatrix run --kernel KVER --stap SPEC [--json FILE] [--timeout S] [--stap-arg ARG]... SCRIPT...
     stapmatrix check [--matrix FILE]      validate a matrix and print its plan
     stapmatrix clean [--images]           remove containers (and images) of ours
+    stapmatrix report RUN... [--html F] [--markdown F] [--json F] [--junit F]   the grid of merged runs
+    stapmatrix diff BASE NEW [--format text|markdown|json]   what regressed; exit 1 if anything did
 
 `run` uses the same machinery as the pytest items and is the reproducer they print.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.logging import RichHandler
 
-from harness import docker_env, kernel_store, kernels
+from harness import docker_env, kernel_store, kernels, report
 from harness.archive import Archive
 from harness.cell import CellContext, run_cell
 from harness.errors import MatrixError, StapmatrixError
@@ -89,7 +91,10 @@ def command_run(args: argparse.Namespace) -> int:
         console.print(f"[{style}]{result.outcome.value:12}[/] {cell.id} {result.test}")
         if result.detail:
             console.print("    " + result.detail.replace("\n", "\n    "), markup=False, highlight=False)
-    console.print(f"{len(results)} test(s) in {time.monotonic() - started:.0f} s; results: {json_path}")
+    report.render_terminal(results, console)
+    report.write_run_reports(run_dir, results)
+    console.print(f"{len(results)} test(s) in {time.monotonic() - started:.0f} s; results: {json_path}; "
+                  f"report: {run_dir / 'report.html'}")
     return 0 if all(r.outcome in (Outcome.PASS, Outcome.SKIP) for r in results) else 1
 
 
@@ -143,6 +148,46 @@ def command_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_report(args: argparse.Namespace) -> int:
+    """The grid of one run, or of several merged (shards of one matrix); files on request."""
+    results = report.load_runs(Path(p) for p in args.runs)
+    report.render_terminal(results, Console())
+    if args.html:
+        html_path = Path(args.html)
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(report.render_html(results, link_base=html_path.parent.resolve()))
+    if args.markdown:
+        Path(args.markdown).write_text(report.render_markdown(results))
+    if args.json:
+        report.write_merged(Path(args.json), results)
+    if args.junit:
+        report.write_junit(Path(args.junit), results)
+    return 0
+
+
+def command_diff(args: argparse.Namespace) -> int:
+    """Exit 1 only for regressions: flaky and infrastructure errors are reported apart."""
+    diff = report.diff_results(report.load_runs([Path(args.base)]), report.load_runs([Path(args.new)]))
+    sys.stdout.write(report.DIFF_FORMATS[args.format](diff))
+    return 1 if diff.regressed else 0
+
+
+def add_report_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    show = commands.add_parser("report", help="print the grid of one or more runs (merged); write HTML, markdown, "
+                                              "JSON or JUnit")
+    show.add_argument("runs", nargs="+", metavar="RUN", help="a results.json or a run directory")
+    show.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    show.add_argument("--markdown", metavar="FILE", help="write the grid and failures as markdown (a CI summary)")
+    show.add_argument("--json", metavar="FILE", help="write the merged results.json (paths relative to FILE)")
+    show.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per result")
+    show.set_defaults(handler=command_report)
+    diff = commands.add_parser("diff", help="compare two runs: regressions, fixes, changes; exit 1 on a regression")
+    diff.add_argument("base", metavar="BASE", help="the run before: a results.json or a run directory")
+    diff.add_argument("new", metavar="NEW", help="the run after")
+    diff.add_argument("--format", choices=sorted(report.DIFF_FORMATS), default="text")
+    diff.set_defaults(handler=command_diff)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="stapmatrix", description="Does systemtap build S still work on kernel K?")
     top.add_argument("-v", "--verbose", action="store_true")
@@ -172,6 +217,7 @@ def parser() -> argparse.ArgumentParser:
     clean.add_argument("--kernels", action="store_true",
                        help="also remove the kernel store (extracted and built kernels) and forget failed builds")
     clean.set_defaults(handler=command_clean)
+    add_report_commands(commands)
     return top
 
 

@@ -12,12 +12,14 @@ Workers write one JSON file per cell; the controller merges them into results.js
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from harness import docker_env
 from harness.archive import Archive
@@ -27,6 +29,7 @@ from harness.errors import InfraError, MatrixError, StapmatrixError
 from harness.matrix import Matrix, load_matrix
 from harness.outcomes import Outcome, Result, read_results, write_results
 from harness.plan import Cell, Plan, make_plan
+from harness.report import render_terminal, write_run_reports
 
 logger = logging.getLogger("stapmatrix")
 
@@ -171,6 +174,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         results += read_results(path)
     if results:
         write_results(matrix_session.run_dir / "results.json", results)
+        write_run_reports(matrix_session.run_dir, results)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -192,10 +196,19 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         return
     results = read_results(matrix_session.run_dir / "results.json")
     terminalreporter.section("stapmatrix grid")
-    for result in results:
-        reason = (result.detail or result.xfail_reason).splitlines()[0][:110] if (result.detail or result.xfail_reason) else ""
-        terminalreporter.write_line(f"{result.outcome.value:12} {result.kernel:24} {result.stap:10} {result.test:16} {reason}")
-    terminalreporter.write_line(f"results: {matrix_session.run_dir / 'results.json'}")
+    terminalreporter.write(_grid_text(results, config))
+    terminalreporter.write_line(f"results: {matrix_session.run_dir / 'results.json'}; "
+                                f"report: {matrix_session.run_dir / 'report.html'}")
+
+
+def _grid_text(results: list[Result], config: pytest.Config) -> str:
+    """The grid rendered for pytest's terminal: its width, colour only where pytest uses colour."""
+    writer = config.get_terminal_writer()
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=writer.fullwidth, force_terminal=writer.hasmarkup,
+                      no_color=not writer.hasmarkup, highlight=False)
+    render_terminal(results, console)
+    return buffer.getvalue()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -1,0 +1,78 @@
+"""The HTML report of a real run (selftests/data/run-6.12-deb5.6-deb5.1) in a real browser:
+Debian's Chromium, headless, with no network features. The DOM Chromium built is the
+assertion: the grid and a failing test's reason must be on the page. The screenshot is kept
+under pytest's tmp directory (its path is printed) for a human to look at."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from harness.outcomes import read_results
+from harness.report import write_run_reports
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+class Texts(HTMLParser):
+    """The text inside the grid table and inside each `reason` element of a DOM dump."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grid: list[str] = []
+        self.reasons: list[str] = []
+        self._grid_depth = 0  # > 0 while inside <table id="grid">
+        self._reason_depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if self._grid_depth or (tag == "table" and values.get("id") == "grid"):
+            self._grid_depth += tag == "table"
+        if self._reason_depth or "reason" in (values.get("class") or "").split():
+            self._reason_depth += 1
+            if self._reason_depth == 1:
+                self.reasons.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._grid_depth and tag == "table":
+            self._grid_depth -= 1
+        if self._reason_depth:
+            self._reason_depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._grid_depth:
+            self.grid.append(data.strip())
+        if self._reason_depth:
+            self.reasons[-1] += data
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess[str]:
+    browser = shutil.which("chromium")
+    assert browser is not None
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+                              capture_output=True, text=True, timeout=180, check=True)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="chromium is not installed and could not be: ./sm setup installs it (apt-get install chromium)")
+def test_html_report_in_headless_chromium(tmp_path: Path, data: Path) -> None:
+    write_run_reports(tmp_path, read_results(data / "run-6.12-deb5.6-deb5.1"))
+    url = (tmp_path / "report.html").as_uri()
+    screenshot = tmp_path / "report.png"
+    chromium(f"--screenshot={screenshot}", "--window-size=1400,1000", url)
+    print(f"screenshot of the report: {screenshot}")
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    page = Texts()
+    page.feed(chromium("--dump-dom", url).stdout)
+    grid = [text for text in page.grid if text]
+    assert grid[:3] == ["kernel \\ systemtap", "deb:5.1-5", "deb:5.6-1"]
+    assert grid[3:6] == ["6.12.117+deb13-amd64", "0/0/3/0", "419 s"] and "3/0/0/0" in grid
+    assert "staprun exited 1: ERROR: Can't resolve uprobe_unregister!" in page.reasons
