@@ -60,10 +60,24 @@ def test_missing_script_names_line(write) -> None:  # type: ignore[no-untyped-de
         load_matrix(path)
 
 
-def test_unknown_kernel_lists_nearest_abis(write) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_kernel_names_the_newest_of_its_series(write) -> None:  # type: ignore[no-untyped-def]
     message = error_of(write, matrix_text(kernels="  - 6.12.999+deb13-amd64\n"))
     assert "matrix.yaml:2" in message and "6.12.999+deb13-amd64" in message
-    assert "+deb13-amd64" in message.split("the archive has:")[1]
+    assert "the newest 6.12+deb13 kernel is 6.12." in message
+
+
+def test_a_kernel_that_left_the_archive_says_so(write) -> None:  # type: ignore[no-untyped-def]
+    """Security updates replace each other: an old 6.1 ABI is gone, and the error names the
+    newest 6.1 kernel (from bookworm-security), never a metapackage name."""
+    message = error_of(write, matrix_text(kernels="  - 6.1.0-10-amd64\n"))
+    assert "not in the archive any more" in message and "the newest 6.1 kernel is 6.1.0-" in message
+    assert "(bookworm-security)" in message
+
+
+def test_suggestions_are_abi_names_only(write) -> None:  # type: ignore[no-untyped-def]
+    message = error_of(write, matrix_text(kernels="  - 9.9-amd64\n"))
+    suggested = [s.split()[0] for s in message.split("the archive has: ")[1].split(", ")]
+    assert suggested and all(s[0].isdigit() for s in suggested), suggested
 
 
 def test_unknown_stap_version_lists_available(write) -> None:  # type: ignore[no-untyped-def]
@@ -81,13 +95,27 @@ def test_rules_match_by_pattern(write) -> None:  # type: ignore[no-untyped-def]
     path = write("matrix.yaml", matrix_text(extra="xfail:\n  - {kernel: '6.12.*', stap: 'deb:5.1*', reason: r}\n"))
     matrix = load_matrix(path)
     assert matrix.known_failure("6.12.117+deb13-amd64", "deb:5.1-5", "hello")
+    assert matrix.known_failure(matrix.kernels[0].value, matrix.staps[0].value, "hello")
     assert not matrix.known_failure("6.1.0-50-amd64", "deb:5.1-5", "hello")
 
 
-def test_plan_resolves_suites_and_compilers() -> None:
-    plan = make_plan(load_matrix(ROOT / "matrix.yaml"), Archive())
-    kernels = {k.abi: k for k in plan.kernels}
-    assert kernels["6.1.0-50-amd64"].suite == "bookworm" and kernels["6.1.0-50-amd64"].compilers == ("gcc-12",)
-    assert kernels["6.12.117+deb13-amd64"].compilers == ("gcc-14",)
-    assert plan.base_suite == "trixie"
-    assert len(plan.cells) == len(plan.kernels) * len(plan.staps)
+def test_plan_resolves_suites_layouts_and_bases(write) -> None:  # type: ignore[no-untyped-def]
+    """A security-suite 6.1, bookworm-security's 6.12, sid's 7.2 and experimental's 7.3 release
+    candidate: each from its suite, 7.x in the 7.x package layout, on a base that has gcc-16."""
+    write("hello.stp", SCRIPT)
+    path = write("matrix.yaml", matrix_text(
+        kernels="  - 6.1.0-56-amd64\n  - 6.12.117+deb12-amd64\n  - 7.2.13+deb14-amd64\n  - 7.3-amd64\n",
+        stap="  - deb:5.6-1\n"))
+    plan = make_plan(load_matrix(path), Archive())
+    kernels = {k.spec.value: k for k in plan.kernels}
+    assert kernels["6.1.0-56-amd64"].origin == "bookworm-security"
+    assert kernels["6.1.0-56-amd64"].compilers == ("gcc-12",)
+    assert kernels["6.12.117+deb12-amd64"].origin == "bookworm-security"
+    assert kernels["7.2.13+deb14-amd64"].origin == "sid"
+    assert kernels["7.3-amd64"].origin == "experimental"
+    seven = {p.split("=")[0] for p in kernels["7.2.13+deb14-amd64"].packages}
+    assert {"linux-binary-7.2.13+deb14-amd64", "linux-modules-7.2.13+deb14-amd64",
+            "linux-base-7.2.13+deb14-amd64", "linux-headers-7.2.13+deb14-amd64"} <= seven
+    bases = {c.kernel.spec.value: (c.base_suite, c.base_reason) for c in plan.cells}
+    assert bases["6.1.0-56-amd64"][0] == "trixie" and bases["7.3-amd64"][0] == "sid"
+    assert "gcc-16" in bases["7.3-amd64"][1]
