@@ -189,7 +189,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     def write(line: str) -> None:
         reporter.ensure_newline()
-        reporter.write_line(line, dim=True)
+        reporter.write_line(line)
 
     relay = Relay(matrix_session.run_dir / "progress.log", write, len(matrix_session.plan.cells),
                   lambda: len(list(cells_dir.glob("*.json"))) if cells_dir.exists() else 0)
