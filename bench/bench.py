@@ -199,8 +199,8 @@ def main() -> int:
         rows.append(("disk: images (Docker's data root grew by) + kernel store",
                      f"{images_bytes / 1e9:.1f} + {store_bytes / 1e9:.1f} = {(images_bytes + store_bytes) / 1e9:.1f} GB"))
         rows.append(("disk: kernel trees + systemtap images (the reference)",
-                     f"{store_bytes / 1e9:.1f} + {stap_bytes / 1e9:.1f} = {reference / 1e9:.1f} GB "
-                     f"(grid uses {100 * (images_bytes + store_bytes) / max(reference, 1):.0f}% of it)"))
+                     (f"{store_bytes / 1e9:.1f} + {stap_bytes / 1e9:.1f} = {reference / 1e9:.1f} GB "
+                     f"(grid uses {100 * (images_bytes + store_bytes) / max(reference, 1):.0f}% of it)")))
     warm = run(pytest("auto"), env, "matrix-warm")
     rows.append(("default matrix, warm (everything cached), -n auto", f"{warm:.0f} s"))
     serial = run(pytest("1"), env, "matrix-warm-serial")
