@@ -238,6 +238,7 @@ def base_image(suite: str, progress: Progress) -> str:
 
 
 KERNEL_BUILD_SUITE = "trixie"  # the toolchain every kernel built from source gets
+RUNNER_SUITE = "trixie"
 
 
 def kernel_build_tag() -> str:
@@ -252,16 +253,28 @@ def kernel_build_image(progress: Progress) -> str:
 
 # --- the rest ------------------------------------------------------------------------------
 
+# The compilers every systemtap image of a base carries: what the Debian kernels the base
+# serves call (bookworm's and bookworm-backports' gcc-12, trixie's gcc-14; sid's 7.x gcc-16,
+# which is also sid's default gcc). One image then compiles for every kernel of the grid.
+BASE_COMPILERS = {"trixie": ("gcc-12", "gcc-14"), "sid": ("gcc-16",)}
+
+
+def base_suite_of(base: str) -> str:
+    return base.rsplit(":", 1)[1].split("-")[0]
+
+
 def stap_image(base: str, stap: StapBuild, progress: Progress) -> str:
+    compilers = " ".join(BASE_COMPILERS[base_suite_of(base)])
     if stap.spec.kind != "deb":
-        return stap_source_image(base, stap, progress)
+        return stap_source_image(base, stap, compilers, progress)
     return _build_dockerfile(
-        "stap", "stap-deb.Dockerfile", ("stapmatrix-target.c",),
-        {"BASE": base, "PACKAGES": check_packages(" ".join(stap.packages), "systemtap packages")}, progress,
+        "stap", "stap-deb.Dockerfile", ("stapmatrix-target.c", "gcc-links.sh"),
+        {"BASE": base, "PACKAGES": check_packages(" ".join(stap.packages), "systemtap packages"),
+         "COMPILERS": check_packages(compilers, "compiler packages")}, progress,
     )
 
 
-def stap_source_image(base: str, stap: StapBuild, progress: Progress) -> str:
+def stap_source_image(base: str, stap: StapBuild, compilers: str, progress: Progress) -> str:
     """systemtap built from a git commit or a checkout: keyed by the commit id (or the tree's
     content hash), so one commit is built once and serves every kernel."""
 
@@ -271,22 +284,29 @@ def stap_source_image(base: str, stap: StapBuild, progress: Progress) -> str:
         return {"source.tar": sources.tree_tarball(Path(stap.spec.value))}
 
     return _build_dockerfile(
-        "stap", "stap-source.Dockerfile", ("stapmatrix-target.c",),
-        {"BASE": base, "SOURCE_ID": stap.version, "VERSION_LABEL": stap.version_label}, progress, source,
+        "stap", "stap-source.Dockerfile", ("stapmatrix-target.c", "gcc-links.sh"),
+        {"BASE": base, "SOURCE_ID": stap.version, "VERSION_LABEL": stap.version_label,
+         "COMPILERS": check_packages(compilers, "compiler packages")}, progress, source,
     )
 
 
-def cell_image(stap: str, compilers: tuple[str, ...], cc: str, gcc_link: str, progress: Progress) -> str:
-    """The systemtap image plus the compiler a kernel's headers call: shared by every kernel
-    built with that compiler (the kernel's files are mounted, not copied)."""
-    if not re.fullmatch(r"[a-z0-9_.+-]+", cc) or (gcc_link and not re.fullmatch(r"gcc-[0-9]+", gcc_link)):
-        raise InfraError(f"compiler {cc!r} / {gcc_link!r} is not a compiler name")
+def cell_image(stap: str, compilers: tuple[str, ...], cc: str, progress: Progress) -> str:
+    """The systemtap image plus a compiler it lacks: only for a kernel whose compiler is not
+    among its base's BASE_COMPILERS."""
+    if not re.fullmatch(r"[a-z0-9_.+-]+", cc):
+        raise InfraError(f"compiler {cc!r} is not a compiler name")
     return _build_dockerfile(
-        "cell", "cell.Dockerfile", (),
-        {"STAP_IMAGE": stap, "COMPILERS": check_packages(" ".join(compilers), "compiler packages"), "CC": cc,
-         "GCC_LINK": gcc_link},
+        "cell", "cell.Dockerfile", ("gcc-links.sh",),
+        {"STAP_IMAGE": stap, "COMPILERS": check_packages(" ".join(compilers), "compiler packages"), "CC": cc},
         progress,
     )
+
+
+def _provided(base_suite: str) -> set[str]:
+    """Compiler packages a systemtap image of this base has, with the arch-qualified
+    packages they depend on (gcc-16 brings gcc-16-x86-64-linux-gnu)."""
+    names = set(BASE_COMPILERS[base_suite])
+    return names | {f"{name}-x86-64-linux-gnu" for name in names}
 
 
 def runner_image(base: str, progress: Progress) -> str:
@@ -307,7 +327,10 @@ class CellImages:
         self.base = base_image(cell.base_suite, progress)
         self.kernel: KernelTree = kernels.materialize(cell.kernel, archive, self.base, progress)
         self.stap = stap_image(self.base, cell.stap, progress)
-        compilers, gcc_link = kernels.compiler_packages(archive, self.kernel.cc, self.kernel.cc_version,
-                                                        cell.base_suite)
-        self.cell = cell_image(self.stap, compilers, self.kernel.cc, gcc_link, progress)
-        self.runner = runner_image(self.base, progress)
+        compilers, _ = kernels.compiler_packages(archive, self.kernel.cc, self.kernel.cc_version, cell.base_suite)
+        if set(compilers) <= _provided(cell.base_suite):
+            self.cell = self.stap
+        else:
+            self.cell = cell_image(self.stap, compilers, self.kernel.cc, progress)
+        # QEMU does not care which base it runs on: one runner for every cell.
+        self.runner = runner_image(base_image(RUNNER_SUITE, progress), progress)

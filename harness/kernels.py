@@ -77,22 +77,21 @@ def materialize(build: KernelBuild, archive: Archive, base_image: str, progress:
 
 
 def compiler_packages(archive: Archive, cc: str, cc_version: str, base_suite: str) -> tuple[tuple[str, ...], str]:
-    """(packages, gcc link) on `base_suite` for the compiler a kernel's Makefile calls:
+    """(packages, gcc-N) on `base_suite` for the compiler a kernel's Makefile calls:
     `gcc-14` -> gcc-14; `x86_64-linux-gnu-gcc-16` (7.x headers, through gcc-16-for-host) ->
     gcc-16-x86-64-linux-gnu, the package holding that very binary; a plain `gcc` (a kernel
-    built from source) -> gcc-N of the version that built it, and `gcc` made to run it."""
+    built from source) -> gcc-N of the version that built it."""
     from harness.kernel_debian import BASE_SUITE_SOURCES
 
     match = re.fullmatch(r"(x86_64-linux-gnu-)?gcc(?:-([0-9]+))?", cc)
     if not match or not re.fullmatch(r"[0-9]+", cc_version):
         raise InfraError(f"the kernel was built with {cc!r}, which is not a gcc stapmatrix knows how to install")
-    prefix, number = match.groups()
+    prefix = match.group(1)
     candidates = [f"gcc-{cc_version}-x86-64-linux-gnu"] if prefix else []
     candidates.append(f"gcc-{cc_version}")
-    link = "" if number else f"gcc-{cc_version}"
     suites = BASE_SUITE_SOURCES[base_suite]
     for candidate in candidates:
         if any(archive.in_suite(suite, candidate) for suite in suites):
-            return (candidate,), link
+            return (candidate,), f"gcc-{cc_version}"
     raise InfraError(f"the kernel's Makefile calls {cc} (gcc {cc_version}), which no package of {base_suite} "
                      f"provides (looked for {', '.join(candidates)})")

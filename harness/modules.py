@@ -111,6 +111,10 @@ def cell_container(image: str, workdir: Path, kernel: KernelTree,
         docker.types.Mount("/guest", str(GUEST_DIR), type="bind", read_only=True),
     ]
     environment = {"HOME": "/work/home"}
+    if kernel.cc == "gcc":
+        # A kernel built from source calls plain `gcc`: make it the version that built the
+        # kernel (images/gcc-links.sh), ahead of the image's own PATH.
+        environment["PATH"] = f"/usr/local/lib/stapmatrix/gcc-{kernel.cc_version}:{_image_path(image)}"
     if stap_cache is not None:
         mounts.append(docker.types.Mount("/stapcache", str(stap_cache), type="bind"))
         environment["SYSTEMTAP_DIR"] = "/stapcache"
@@ -129,6 +133,13 @@ def cell_container(image: str, workdir: Path, kernel: KernelTree,
             container.remove(force=True)
         except docker.errors.APIError:
             pass
+
+
+def _image_path(image: str) -> str:
+    for variable in docker_env.client().images.get(image).attrs["Config"].get("Env") or []:
+        if variable.startswith("PATH="):
+            return str(variable[5:])
+    return "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _cache_key(stap_image: str, kernel: KernelTree, script: TestScript) -> str:

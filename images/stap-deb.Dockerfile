@@ -1,12 +1,17 @@
-# A systemtap image: the base suite plus one systemtap package version and what
-# harness/guest/mkinitramfs.sh packs into the guest. Kernel compilers come with the cell.
+# A systemtap image: the base suite plus one systemtap package version, what
+# harness/guest/mkinitramfs.sh packs into the guest, and the compilers the kernels this base
+# serves call (COMPILERS: gcc-12 and gcc-14 on trixie, gcc-16 on sid). With them here, one
+# image compiles modules for every kernel of the grid: the kernels' files are mounted from
+# the kernel store, and a cell needs no image of its own.
 ARG BASE
 FROM ${BASE}
 ARG PACKAGES
-COPY stapmatrix-target.c /usr/local/src/stapmatrix-target.c
-RUN apt-get update -o Acquire::Retries=5 \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -o Acquire::Retries=5 \
-      $PACKAGES gcc make libc6-dev binutils busybox-static cpio kmod \
+ARG COMPILERS
+COPY stapmatrix-target.c gcc-links.sh /usr/local/src/
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      $PACKAGES $COMPILERS gcc make libc6-dev binutils busybox-static cpio kmod \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
+ && sh /usr/local/src/gcc-links.sh \
  && gcc -g -O0 -static -o /usr/local/bin/stapmatrix-target /usr/local/src/stapmatrix-target.c \
  && stap -V

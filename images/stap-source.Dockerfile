@@ -3,11 +3,14 @@
 # configured tree stays in /usr/local/src/systemtap (objects removed) for its testsuite.
 ARG BASE
 FROM ${BASE}
+# The compilers of the kernels this base serves (see stap-deb.Dockerfile).
+ARG COMPILERS
+COPY gcc-links.sh /usr/local/src/gcc-links.sh
 RUN apt-get update -o Acquire::Retries=5 \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends -o Acquire::Retries=5 \
       g++ gcc make pkg-config gettext libdw-dev libelf-dev libdebuginfod-dev libboost-dev \
       libsqlite3-dev libreadline-dev libncurses-dev libjson-c-dev python3 \
-      libc6-dev binutils busybox-static cpio kmod xz-utils dejagnu expect \
+      libc6-dev binutils busybox-static cpio kmod xz-utils dejagnu expect $COMPILERS \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
 COPY source.tar stapmatrix-target.c /usr/local/src/
 ARG SOURCE_ID
@@ -25,5 +28,6 @@ RUN mkdir /usr/local/src/systemtap \
  && find . -name '*.o' -delete \
  && rm /usr/local/src/source.tar
 ENV PATH=/opt/systemtap/bin:/opt/systemtap/sbin:$PATH
-RUN gcc -g -O0 -static -o /usr/local/bin/stapmatrix-target /usr/local/src/stapmatrix-target.c \
+RUN sh /usr/local/src/gcc-links.sh \
+ && gcc -g -O0 -static -o /usr/local/bin/stapmatrix-target /usr/local/src/stapmatrix-target.c \
  && stap -V
