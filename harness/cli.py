@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.status import Status
 
 from harness import docker_env, kernel_store, kernels, report
 from harness.archive import Archive
@@ -30,6 +31,7 @@ from harness.kconfig import parse_config_items
 from harness.matrix import EXP_RE, check_value, load_matrix, parse_kernel_spec, parse_stap_spec
 from harness.outcomes import Outcome, write_results
 from harness.plan import Cell, Plan, cell_base, make_plan, resolve_stap
+from harness.progress import ProgressLog
 from harness.scripts import load_script
 from harness.settings import artifacts_root, mirror, security_mirror
 
@@ -38,6 +40,11 @@ console = Console(stderr=True, soft_wrap=True)
 
 def progress(message: str) -> None:
     console.print(time.strftime("%H:%M:%S"), message, markup=False, highlight=False)
+    if STATUS:
+        STATUS[0].update(f"{time.strftime('%H:%M:%S')} {message[:100]}")
+
+
+STATUS: list[Status] = []  # the live spinner of `stapmatrix run` on a terminal
 STYLE = {Outcome.PASS: "green", Outcome.XFAIL: "yellow", Outcome.ERROR: "magenta"}
 
 
@@ -82,9 +89,14 @@ def command_run(args: argparse.Namespace) -> int:
     console.print(f"cell {cell.id}: {kernel.spec.spec} ({kernel.identity}) x {stap.spec.spec} ({stap.identity}); "
                   f"base {base}: {reason}; artifacts in {run_dir}")
     started = time.monotonic()
+    log = ProgressLog(run_dir / "progress.log", progress)
     try:
-        results = run_cell(cell, CellContext(reruns=args.reruns), run_dir / cell.id, progress, archive)
+        with console.status("starting", spinner="dots") as status:
+            if console.is_terminal:
+                STATUS.append(status)
+            results = run_cell(cell, CellContext(reruns=args.reruns), run_dir / cell.id, log, archive)
     finally:
+        STATUS.clear()
         docker_env.remove_own_containers()
     json_path = Path(args.json) if args.json else run_dir / "results.json"
     write_results(json_path, results)

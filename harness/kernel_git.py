@@ -208,7 +208,7 @@ def materialize(build: KernelBuild, archive: Archive, base_image: str, progress:
             if tracker.count > expected:
                 counted.write_text(str(tracker.count))
             progress(f"built {what} in {time.monotonic() - started:.0f} s ({tracker.count} files compiled)")
-            fields: dict[str, object] = dict(kernel_package.package(source, out, root))
+            fields: dict[str, object] = dict(kernel_package.package(source, out, root, image, log))
         fields["build_id"] = build_id(root / str(fields["vmlinux"]))
         fields["identity"] = f"{spec.value} {spec.ref} commit {build.commit}"
         fields["build_seconds"] = round(time.monotonic() - started, 1)

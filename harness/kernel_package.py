@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
+import docker.types
+
+from harness import docker_env
 from harness.errors import InfraError
 from harness.kconfig import compiler_of, parse_config
 
@@ -133,23 +135,19 @@ def _modules(objtree: Path, modules_dir: Path) -> None:
                                              b"".join(b"kernel/" + line + b"\n" for line in text.split() if line))
 
 
-def depmod(kroot: Path, release: str) -> None:
-    """modules.dep for the guest's module loading. depmod -b looks under BASE/lib/modules."""
-    program = shutil.which("depmod") or next((p for p in ("/usr/sbin/depmod", "/sbin/depmod") if Path(p).exists()), None)
-    if program is None:
-        raise InfraError("depmod is not installed on this host: `apt-get install kmod` (or `./sm setup`)")
-    link = kroot / "lib"
-    link.symlink_to("usr/lib")
-    try:
-        completed = subprocess.run([program, "-b", str(kroot), release], capture_output=True, text=True,
-                                   timeout=300, check=False)
-    finally:
-        link.unlink()
-    if completed.returncode != 0:
-        raise InfraError(f"depmod for {release} failed: {completed.stderr.strip()[-400:]}")
+def depmod(kroot: Path, release: str, image: str, log: Path) -> None:
+    """modules.dep for the guest's module loading, made by depmod in a networkless container of
+    `image` (the host may have no kmod). depmod -b looks under BASE/lib/modules."""
+    code, output = docker_env.run_to_completion(
+        image, ["sh", "-c", 'ln -s usr/lib /kroot/lib && depmod -b /kroot "$1"; status=$?; rm /kroot/lib; exit $status',
+                "depmod", release],
+        what=f"depmod for {release}", timeout_s=300, log_path=log, role="kbuild",
+        mounts=[docker.types.Mount("/kroot", str(kroot), type="bind")])
+    if code != 0:
+        raise InfraError(f"depmod for {release} failed: {output.strip()[-400:]}")
 
 
-def package(srctree: Path, objtree: Path, kroot: Path) -> dict[str, str]:
+def package(srctree: Path, objtree: Path, kroot: Path, image: str, log: Path) -> dict[str, str]:
     """Lay out a built tree in `kroot`; returns the manifest fields it knows."""
     release = release_of(objtree)
     for name, hint in (("vmlinux", "make vmlinux"), ("arch/x86/boot/bzImage", "make bzImage"),
@@ -173,7 +171,7 @@ def package(srctree: Path, objtree: Path, kroot: Path) -> dict[str, str]:
     modules_dir.mkdir(parents=True, exist_ok=True)
     _modules(objtree, modules_dir)
     (modules_dir / "build").symlink_to(f"/usr/src/linux-headers-{release}")
-    depmod(kroot, release)
+    depmod(kroot, release, image, log)
     cc, cc_version = compiler_of((objtree / ".config").read_text(), str(objtree))
     return {"release": release, "cc": cc, "cc_version": cc_version, "vmlinuz": f"boot/vmlinuz-{release}",
             "vmlinux": f"usr/lib/debug/boot/vmlinux-{release}"}

@@ -39,6 +39,7 @@ from harness import cache, docker_env
 from harness.errors import InfraError
 from harness.kernel_store import KernelTree
 from harness.outcomes import Outcome
+from harness.resources import container_peak_mb, record_compile_peak
 from harness.scripts import TestScript
 from harness.settings import cache_dir
 
@@ -121,6 +122,10 @@ def cell_container(image: str, workdir: Path, kernel: KernelTree,
     try:
         yield container
     finally:
+        try:
+            record_compile_peak(container_peak_mb(str(container.id), container.stats(stream=False)))
+        except (docker.errors.APIError, OSError, ValueError):
+            pass  # a measurement only: worker sizing falls back to the largest one seen
         try:
             container.remove(force=True)
         except docker.errors.APIError:

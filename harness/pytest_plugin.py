@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 
-from harness import docker_env
+from harness import docker_env, resources
 from harness.archive import Archive
 from harness.cell import CellContext, run_cell
 from harness.cli import new_run_dir
@@ -34,6 +34,7 @@ from harness.errors import InfraError, MatrixError, StapmatrixError
 from harness.matrix import Matrix, load_matrix
 from harness.outcomes import Outcome, Result, read_results, write_results
 from harness.plan import Cell, Plan, make_plan, select_cell
+from harness.progress import ProgressLog, Relay
 from harness.report import render_terminal, write_run_reports
 
 logger = logging.getLogger("stapmatrix")
@@ -110,15 +111,12 @@ class MatrixSession:
     def cell_results(self, cell: Cell) -> list[Result]:
         if cell.id not in self.results:
             context = CellContext(self.matrix.allow_splats, self.matrix.known_failure, self.reruns)
-            progress_log = self.run_dir / "progress.log"
-
-            def progress(message: str) -> None:
-                logger.info(message)
-                with progress_log.open("a") as log:
-                    log.write(f"[{os.getpid()}] {message}\n")
-
+            progress = ProgressLog(self.run_dir / "progress.log", logger.info)
+            progress(f"{cell.id}: starting ({len(cell.tests)} test(s))")
             results = run_cell(cell, context, self.run_dir / cell.id, progress, self.archive)
             write_results(self.run_dir / "cells" / f"{cell.id}.json", results)
+            progress(f"{cell.id}: done: " + ", ".join(f"{n} {o}" for o, n in
+                                                       sorted(Counter(r.outcome.value for r in results).items())))
             self.results[cell.id] = results
         return self.results[cell.id]
 
@@ -163,6 +161,18 @@ def pytest_configure(config: pytest.Config) -> None:
 SESSION_KEY = pytest.StashKey[MatrixSession]()
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """-n auto: the smaller of the cores and what memory allows (harness/resources.py)."""
+    if SESSION_KEY not in config.stash:
+        return None
+    count, why = resources.workers()
+    config.stash[WORKERS_KEY] = why
+    return count
+
+
+WORKERS_KEY = pytest.StashKey[str]()
+
+
 def pytest_configure_node(node: object) -> None:
     """xdist controller hook: every worker writes into the controller's run directory."""
     config = node.config  # type: ignore[attr-defined]
@@ -205,7 +215,33 @@ def stap_result(stap_case: tuple[Cell, str], matrix_session: MatrixSession) -> R
     return result
 
 
+RELAY_KEY = pytest.StashKey[Relay]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The controller relays the workers' progress (RUN/progress.log) to its terminal."""
+    matrix_session = session.config.stash.get(SESSION_KEY, None)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if matrix_session is None or hasattr(session.config, "workerinput") or reporter is None \
+            or session.config.option.collectonly:
+        return
+    cells_dir = matrix_session.run_dir / "cells"
+
+    def write(line: str) -> None:
+        reporter.ensure_newline()
+        reporter.write_line(line)
+
+    relay = Relay(matrix_session.run_dir / "progress.log", write, len(matrix_session.plan.cells),
+                  lambda: len(list(cells_dir.glob("*.json"))) if cells_dir.exists() else 0)
+    session.config.stash[RELAY_KEY] = relay
+    relay.start()
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    relay = session.config.stash.get(RELAY_KEY, None)
+    if relay is not None:
+        relay.stop()
     matrix_session = session.config.stash.get(SESSION_KEY, None)
     if matrix_session is None or hasattr(session.config, "workerinput"):
         return
@@ -228,7 +264,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [
         f"stapmatrix: {matrix_session.matrix.path}: {size}, base suite(s) {', '.join(plan.base_suites)}",
         f"stapmatrix: artifacts in {matrix_session.run_dir}; follow builds and boots: tail -f {progress}",
-    ]
+    ] + ([f"stapmatrix: -n auto: {config.stash[WORKERS_KEY]}"] if WORKERS_KEY in config.stash else [])
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

@@ -210,7 +210,14 @@ class Grid:
         return {stage: totals[stage] for stage in STAGES if stage in totals}
 
 
-def describe(spec: str, identity: str) -> str:
+def identity(spec: str, what: str) -> str:
+    return f"{spec} ({what})" if what and what != spec else spec
+
+
+def describe(name: str, spec: str, identity: str) -> str:
+    """What a row or column ran as, when that is not its name already: its spec and identity."""
+    if spec == name:
+        return spec
     return f"{spec} ({identity})" if identity and identity != spec else spec
 
 
@@ -225,8 +232,9 @@ def build_grid(results: Iterable[Result]) -> Grid:
                                      GridCell(result.kernel_name, result.stap_name))
         cell.results.append(result)
         grid.specs.setdefault("kernel:" + result.kernel_name, set()).add(
-            describe(result.kernel, result.kernel_identity))
-        grid.specs.setdefault("stap:" + result.stap_name, set()).add(describe(result.stap, result.stap_identity))
+            describe(result.kernel_name, result.kernel, result.kernel_identity))
+        grid.specs.setdefault("stap:" + result.stap_name, set()).add(
+            describe(result.stap_name, result.stap, result.stap_identity))
     return grid
 
 
@@ -693,8 +701,8 @@ def classify(before: Result, after: Result) -> str | None:
 def _identities(base: Sequence[Result], new: Sequence[Result]) -> list[str]:
     """Rows and columns present in both runs whose spec or identity differs."""
     lines = []
-    for what, name_of, spec_of in (("kernel", lambda r: r.kernel_name, lambda r: describe(r.kernel, r.kernel_identity)),
-                                   ("systemtap", lambda r: r.stap_name, lambda r: describe(r.stap, r.stap_identity))):
+    for what, name_of, spec_of in (("kernel", lambda r: r.kernel_name, lambda r: identity(r.kernel, r.kernel_identity)),
+                                   ("systemtap", lambda r: r.stap_name, lambda r: identity(r.stap, r.stap_identity))):
         before: dict[str, set[str]] = {}
         after: dict[str, set[str]] = {}
         for results, specs in ((base, before), (new, after)):

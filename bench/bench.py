@@ -1,0 +1,230 @@
+"""stapmatrix's benchmark: what a run of the default matrix costs on this machine, measured in
+one go, printed as a table (and written to bench/results-DATE.md).
+
+    ./sm bench            # everything: about an hour on 2 cores, most of it the cold run
+    ./sm bench --no-cold  # skip the cold run (keeps images and caches)
+
+The cold run starts with no stapmatrix image and an empty cache directory: it REMOVES every
+stapmatrix image (the kernel store and caches it uses live under bench/.cache, so the user's
+own cache is left alone). What it measures:
+
+- the default matrix cold (empty caches, no images) and warm (everything built and compiled),
+  with `-n auto` (parallel) and `-n 1` (serial, warm);
+- the disk the grid's images and kernel trees take, against the sum of its kernel trees and
+  systemtap images (each image counted whole: base + systemtap);
+- a warm single cell (`stapmatrix run`, one begin/end script) against a bare QEMU boot of the
+  same kernel to a busybox initramfs that powers off at once (the floor), in the same runner
+  image and container set-up;
+- in one cell with stap's own cache emptied: a first tracepoint script, a second (different)
+  tracepoint script, and a new begin-only script, each never compiled before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+KERNEL = "6.12.117+deb13-amd64"
+STAP = "deb:5.6-1"
+TRIES = 3
+
+
+def run(command: list[str], env: dict[str, str], what: str) -> float:
+    """Wall seconds of a command; its output goes to bench/logs/WHAT.log."""
+    logs = BENCH / "logs"
+    logs.mkdir(exist_ok=True)
+    started = time.monotonic()
+    with (logs / f"{what}.log").open("w") as log:
+        completed = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+    seconds = time.monotonic() - started
+    print(f"  {what}: {seconds:.0f} s (exit {completed.returncode}; log bench/logs/{what}.log)", flush=True)
+    return seconds
+
+
+def environment(cache: Path) -> dict[str, str]:
+    return dict(os.environ, STAPMATRIX_CACHE=str(cache), STAPMATRIX_ARTIFACTS=str(BENCH / "artifacts"))
+
+
+def remove_images() -> None:
+    from harness import docker_env
+
+    client = docker_env.client()
+    for image in client.images.list(filters={"label": f"{docker_env.LABEL}=1"}):
+        for tag in image.tags:
+            client.images.remove(tag, force=True)
+    client.images.prune(filters={"dangling": True})
+
+
+def du_bytes(path: Path) -> int:
+    out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=False).stdout
+    return int(out.split()[0]) if out.strip() else 0
+
+
+def docker_root() -> Path:
+    from harness import docker_env
+
+    return Path(docker_env.client().info()["DockerRootDir"])
+
+
+def image_sizes() -> dict[str, int]:
+    """tag -> size (the image whole, its base layers included) of every stapmatrix image."""
+    from harness import docker_env
+
+    sizes = {}
+    for image in docker_env.client().images.list(filters={"label": f"{docker_env.LABEL}=1"}):
+        for tag in image.tags:
+            sizes[tag] = int(image.attrs["Size"])
+    return sizes
+
+
+def pytest(workers: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-n", workers, "-q", "-p", "no:cacheprovider"]
+
+
+def bare_boot_seconds(cache: Path) -> float:
+    """QEMU in the runner image, the same kernel, an initramfs of busybox whose init powers
+    off at once: what any cell must at least pay."""
+    os.environ["STAPMATRIX_CACHE"] = str(cache)
+    from harness import images, kernel_store, kernels
+    from harness.archive import Archive
+    from harness.guest import guest_memory_mb, qemu_command, start_guest
+    from harness.matrix import parse_kernel_spec
+
+    archive = Archive()
+    build = kernels.resolve(archive, parse_kernel_spec(KERNEL, "bench"), "bench")
+    tree = kernel_store.find(build.key)
+    assert tree is not None, "the kernel is not in the store: run the matrix first"
+    runner = images.runner_image(images.base_image(build.base_suite, print), print)
+    times = []
+    with tempfile.TemporaryDirectory(prefix="stapmatrix-bare-") as tmp:
+        guest = Path(tmp)
+        root = guest / "root"
+        (root / "bin").mkdir(parents=True)
+        shutil.copy("/bin/busybox", root / "bin/busybox") if Path("/bin/busybox").exists() else None
+        stap_image = images.stap_image(images.base_image(build.base_suite, print), _stap_build(archive), print)
+        subprocess.run(["docker", "run", "--rm", "--network", "none", "-v", f"{root}:/out", stap_image,
+                        "cp", "/bin/busybox", "/out/bin/busybox"], check=True)
+        (root / "init").write_text("#!/bin/busybox sh\n/bin/busybox poweroff -f\n")
+        (root / "init").chmod(0o755)
+        subprocess.run(f"cd {root} && find . | cpio -o -H newc --quiet | gzip -1 > {guest}/initramfs.cpio.gz",
+                       shell=True, check=True)
+        shutil.copy(tree.vmlinuz_path, guest / "vmlinuz")
+        for _ in range(TRIES):
+            started = time.monotonic()
+            container = start_guest(runner, guest, "tcg",
+                                    qemu_command("tcg", "", 1, memory_mb=guest_memory_mb(guest)))
+            container.wait(timeout=300)
+            container.remove(force=True)
+            times.append(time.monotonic() - started)
+    return statistics.median(times)
+
+
+def _stap_build(archive: object) -> object:
+    from harness.matrix import parse_stap_spec
+    from harness.plan import resolve_stap
+
+    return resolve_stap(archive, parse_stap_spec(STAP, "bench"), "bench")  # type: ignore[arg-type]
+
+
+def warm_cell_seconds(env: dict[str, str]) -> float:
+    script = ROOT / "tests/stap/begin_end.stp"
+    command = [sys.executable, "-m", "harness.cli", "run", "--kernel", KERNEL, "--stap", STAP, str(script)]
+    run(command, env, "warm-cell-prime")
+    return statistics.median(run(command, env, f"warm-cell-{n}") for n in range(TRIES))
+
+
+def tracepoint_compiles(env: dict[str, str], cache: Path) -> dict[str, float]:
+    """Compile seconds of three scripts never compiled before, in one cell whose stap cache
+    (tracepoint and type queries) was emptied first."""
+    shutil.rmtree(cache / "stap-cache", ignore_errors=True)
+    nonce = str(time.time_ns())
+    work = BENCH / "scripts"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    first = (ROOT / "tests/stap/tracepoint.stp").read_text()
+    (work / "tracepoint_first.stp").write_text(first + f"// bench {nonce}\n")
+    (work / "tracepoint_second.stp").write_text(
+        "// stapmatrix: run /bin/true\n// stapmatrix: expect-re ^exit true$\n"
+        'probe kernel.trace("sched:sched_process_exit") {\n\tif (pid() == target())\n'
+        '\t\tprintf("exit %s\\n", execname())\n}\n' + f"// bench {nonce}\n")
+    (work / "begin_only.stp").write_text((ROOT / "tests/stap/begin_end.stp").read_text() + f"// bench {nonce}\n")
+    results = BENCH / "artifacts" / "compiles.json"
+    run([sys.executable, "-m", "harness.cli", "run", "--kernel", KERNEL, "--stap", STAP, "--json", str(results),
+         *(str(work / n) for n in ("tracepoint_first.stp", "tracepoint_second.stp", "begin_only.stp"))],
+        env, "tracepoint-compiles")
+    return {r["test"]: r["stages"]["compile"]["seconds"] for r in json.loads(results.read_text())}
+
+
+def machine() -> str:
+    memory = next((int(line.split()[1]) // (1024 * 1024) for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal:")), 0)
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return f"{os.cpu_count()} cores ({model}), {memory} GiB, {platform.system()} {platform.release()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold run (keep images and caches)")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    cache = BENCH / ".cache"
+    env = environment(cache)
+    rows: list[tuple[str, str]] = []
+    print(f"stapmatrix bench on {machine()}", flush=True)
+
+    if not args.no_cold:
+        print("cold: removing every stapmatrix image and the bench cache", flush=True)
+        remove_images()
+        shutil.rmtree(cache, ignore_errors=True)
+        root_before = du_bytes(docker_root())
+        cold = run(pytest("auto"), env, "matrix-cold")
+        rows.append(("default matrix, cold (no images, empty caches), -n auto", f"{cold / 60:.1f} min"))
+        images_bytes = du_bytes(docker_root()) - root_before
+        store_bytes = du_bytes(cache / "kernels")
+        sizes = image_sizes()
+        stap_bytes = sum(size for tag, size in sizes.items() if "/stap:" in tag)
+        reference = store_bytes + stap_bytes
+        rows.append(("disk: images (Docker's data root grew by) + kernel store",
+                     f"{images_bytes / 1e9:.1f} + {store_bytes / 1e9:.1f} = {(images_bytes + store_bytes) / 1e9:.1f} GB"))
+        rows.append(("disk: kernel trees + systemtap images (the reference)",
+                     (f"{store_bytes / 1e9:.1f} + {stap_bytes / 1e9:.1f} = {reference / 1e9:.1f} GB "
+                     f"(grid uses {100 * (images_bytes + store_bytes) / max(reference, 1):.0f}% of it)")))
+    warm = run(pytest("auto"), env, "matrix-warm")
+    rows.append(("default matrix, warm (everything cached), -n auto", f"{warm:.0f} s"))
+    serial = run(pytest("1"), env, "matrix-warm-serial")
+    rows.append(("default matrix, warm, -n 1 (serial)", f"{serial:.0f} s (parallel is {serial / warm:.2f}x faster)"))
+
+    cell = warm_cell_seconds(env)
+    floor = bare_boot_seconds(cache)
+    rows.append((f"warm single cell ({KERNEL} x {STAP}, begin_end), median of {TRIES}", f"{cell:.1f} s"))
+    rows.append(("bare QEMU boot of the same kernel to busybox (TCG), median of 3",
+                 f"{floor:.1f} s (warm cell = {cell / floor:.2f}x)"))
+
+    compiles = tracepoint_compiles(env, cache)
+    first, second, begin = compiles["tracepoint_first"], compiles["tracepoint_second"], compiles["begin_only"]
+    rows.append(("compile, first tracepoint script of a (systemtap, kernel) pair", f"{first:.0f} s"))
+    rows.append(("compile, a second, new tracepoint script", f"{second:.0f} s ({second / begin:.1f}x a new begin-only script)"))
+    rows.append(("compile, a new begin-only script", f"{begin:.0f} s"))
+
+    table = [f"Measured {time.strftime('%Y-%m-%d')} on {machine()}:", "",
+             "| what | measured |", "| --- | --- |"] + [f"| {what} | {value} |" for what, value in rows]
+    text = "\n".join(table) + "\n"
+    print("\n" + text)
+    (BENCH / f"results-{time.strftime('%Y%m%d')}.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
