@@ -137,7 +137,7 @@ def _run(cell: Cell, context: CellContext, cell_dir: Path, progress: Progress, a
     guest_dir = cell_dir / "guest"
     try:
         compiled = compile_cell(cell_images.cell, cell.tests, cell_images.kernel, guest_dir,
-                                images.image_id(cell_images.stap), progress)
+                                images.content_key(cell_images.stap), progress)
     except InfraError as error:
         run.stages["compile"] = Stage(time.monotonic() - started, False)
         return run.errors(f"compiling failed: {error}")
@@ -232,7 +232,7 @@ def _testsuite_results(cell: Cell, cell_images: images.CellImages, guest_dir: Pa
     try:
         lines, testsuite_artifacts = run_testsuite(
             cell_images.cell, cell_images.runner, cell_images.kernel, cell.testsuite, guest_dir, run.accel,
-            images.image_id(cell_images.stap), progress)
+            images.content_key(cell_images.stap), progress)
     except InfraError as error:
         return [run.result(f"testsuite:{exp}", Outcome.ERROR, str(error)) for exp in cell.testsuite]
     stage = {"images": run.stages["images"], "testsuite": Stage(time.monotonic() - started, False)}

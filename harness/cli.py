@@ -2,6 +2,7 @@
 
     stapmatrix run --kernel KVER --stap SPEC [--json FILE] [--timeout S] [--stap-arg ARG]... SCRIPT...
     stapmatrix check [--matrix FILE]      validate a matrix and print its plan
+    stapmatrix plan [--matrix FILE] [--github [--github-output FILE]]   the cell ids (a GitHub job matrix)
     stapmatrix clean [--images]           remove containers (and images) of ours
     stapmatrix report RUN... [--html F] [--markdown F] [--json F] [--junit F]   the grid of merged runs
     stapmatrix diff BASE NEW [--format text|markdown|json]   what regressed; exit 1 if anything did
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -141,6 +143,52 @@ def command_check(args: argparse.Namespace) -> int:
     return 0
 
 
+GITHUB_MATRIX_LIMIT = 256  # jobs one GitHub Actions matrix may generate
+
+
+def github_matrix(plan: Plan, matrix_path: Path) -> dict[str, list[dict[str, str]]]:
+    """The cells as a GitHub Actions job matrix (`strategy.matrix: ${{ fromJSON(...) }}`): one
+    job per cell, which runs `pytest --cell=ID`. Ids hold only [A-Za-z0-9._+-], so they are valid
+    artifact and job names as they are."""
+    if len(plan.cells) > GITHUB_MATRIX_LIMIT:
+        raise MatrixError(
+            f"{matrix_path}: {len(plan.cells)} cells, but a GitHub Actions matrix runs at most "
+            f"{GITHUB_MATRIX_LIMIT} jobs: split the matrix into files of at most {GITHUB_MATRIX_LIMIT} cells "
+            "(e.g. the kernels in two halves, each file with every systemtap build) and call the workflow "
+            "once per file, or leave cells out with `exclude:`")
+    return {"include": [{"cell": cell.id, "kernel": cell.kernel.spec.spec, "stap": cell.stap.spec.spec}
+                        for cell in plan.cells]}
+
+
+def command_plan(args: argparse.Namespace) -> int:
+    """The cells of a matrix, checked like `check` does (every kernel and systemtap build
+    resolved): one id per line, or with --github a job matrix for GitHub Actions."""
+    matrix = load_matrix(Path(args.matrix))
+    plan = make_plan(matrix, Archive())
+    for line in describe_plan(matrix.path, plan):
+        console.print(line, markup=False, highlight=False)
+    if not args.github:
+        print("\n".join(cell.id for cell in plan.cells))
+        return 0
+    text = json.dumps(github_matrix(plan, matrix.path), separators=(",", ":"))
+    print(text)
+    if args.github_output:
+        with open(args.github_output, "a") as output:  # GitHub's `name=value` lines: one line of JSON
+            output.write(f"matrix={text}\ncells={len(plan.cells)}\n")
+    return 0
+
+
+def add_plan_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    plan = commands.add_parser("plan", help="print the cells of a matrix (with --github: a GitHub Actions job matrix)")
+    plan.add_argument("--matrix", default="matrix.yaml")
+    plan.add_argument("--github", action="store_true",
+                      help='print {"include": [{"cell": ID, "kernel": SPEC, "stap": SPEC}, ...]} on one line; '
+                           f"more than {GITHUB_MATRIX_LIMIT} cells is an error")
+    plan.add_argument("--github-output", metavar="FILE",
+                      help="with --github: also append `matrix=JSON` and `cells=N` to FILE ($GITHUB_OUTPUT)")
+    plan.set_defaults(handler=command_plan)
+
+
 def command_clean(args: argparse.Namespace) -> int:
     client = docker_env.client()
     for name in docker_env.remove_orphans():
@@ -224,6 +272,7 @@ def parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a matrix file and print its plan")
     check.add_argument("--matrix", default="matrix.yaml")
     check.set_defaults(handler=command_check)
+    add_plan_command(commands)
     clean = commands.add_parser("clean", help="remove containers of runs that are gone (and images, kernels)")
     clean.add_argument("--images", action="store_true", help="also remove every image of ours")
     clean.add_argument("--kernels", action="store_true",

@@ -27,6 +27,7 @@ from filelock import FileLock
 
 from harness import docker_env, kernels, sources
 from harness.archive import SUITES, Archive, valid_name, valid_version
+from harness.cache import read_entry, write_entry
 from harness.errors import InfraError
 from harness.kernel_store import KernelTree
 from harness.plan import Cell, StapBuild
@@ -61,7 +62,12 @@ def build_log_path(tag: str) -> Path:
 
 
 def _ensure(tag: str, build: Callable[[Path], None], progress: Progress) -> str:
-    """Build `tag` unless it exists; serialised across processes by a lock named after it."""
+    """Build `tag` unless it exists; serialised across processes by a lock named after it.
+
+    The one place where an image is looked up before it is built. Images are rebuilt on every
+    fresh machine (each CI job): a registry would go here, as a `docker pull` of the tag
+    (tags are content addresses, so a pulled image is the one the recipe makes) between the
+    local lookup and the build, and a push after a build."""
     locks = cache_dir() / "locks"
     locks.mkdir(parents=True, exist_ok=True)
     with FileLock(str(locks / (tag.replace("/", "_").replace(":", "_") + ".lock"))):
@@ -311,6 +317,28 @@ def _provided(base_suite: str) -> set[str]:
 
 def runner_image(base: str, progress: Progress) -> str:
     return _build_dockerfile("runner", "runner.Dockerfile", (), {"BASE": base}, progress)
+
+
+def content_key(tag: str) -> str:
+    """What an image holds, as a key that survives a rebuild: its tag (the recipe) and the
+    exact version of every installed package. A rebuilt image gets a new id (creation times
+    are part of it), so a cache keyed by the id starts empty on every fresh machine, as on
+    each CI job; keyed by this, compiled modules and stap's own cache carry over wherever apt
+    installed the same versions, and a package update (a new gcc) still makes a new key.
+    Listed once per image id (one short networkless container), then remembered."""
+    image = image_id(tag)
+    memo = cache_dir() / "image-keys" / image.removeprefix("sha256:")
+    known = read_entry(memo)
+    if isinstance(known, str):
+        return known
+    code, packages = docker_env.run_to_completion(
+        image, ["dpkg-query", "-W", "-f", "${Package}=${Version}\\n"], what=f"listing the packages of {tag}",
+        timeout_s=120, log_path=build_log_path(tag), role="inspect")
+    if code != 0:
+        raise InfraError(f"listing the packages of {tag} failed (exit {code}); log: {build_log_path(tag)}")
+    key = _hash(tag, packages)
+    write_entry(memo, key)
+    return key
 
 
 def image_id(tag: str) -> str:

@@ -2,9 +2,10 @@
 
 Compiles run in a networkless container of the cell image with the kernel's tree mounted
 read-only from the kernel store: `stap -p4 -r KVER -m NAME`. `-m` turns off stap's script
-cache, so the harness keeps one of its own, keyed by the systemtap image, the kernel tree,
-the module name, the script text and the options: an unchanged cell compiles nothing on the
-next run. Verdicts about the script (it compiled, or pass 2 or 4 failed) are cached; a
+cache, so the harness keeps one of its own, keyed by the systemtap image's content
+(`stap_key`: images.content_key, which a rebuild of the same packages keeps, so the cache
+carries over between machines and CI jobs), the kernel tree, the module name, the script text
+and the options: an unchanged cell compiles nothing on the next run. Verdicts about the script (it compiled, or pass 2 or 4 failed) are cached; a
 compile that died of the infrastructure (killed, out of memory, disk full, a time limit) is
 an error and is not.
 
@@ -93,9 +94,9 @@ def classify_compile_failure(log: str) -> Outcome:
     return Outcome.FAIL_PASS2
 
 
-def stap_cache_dir(stap_image_id: str, kernel: KernelTree) -> Path:
+def stap_cache_dir(stap_key: str, kernel: KernelTree) -> Path:
     """stap's own cache for one (systemtap build, kernel) pair."""
-    name = hashlib.sha256(f"{stap_image_id}\0{kernel.key}".encode()).hexdigest()[:24]
+    name = hashlib.sha256(f"{stap_key}\0{kernel.key}".encode()).hexdigest()[:24]
     path = cache_dir() / "stap-cache" / name
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -193,14 +194,14 @@ def _store(entry: Path, module: str, log_path: Path, target: Path, record: dict[
 
 
 def compile_script(container: Container, script: TestScript, kernel: KernelTree, workdir: Path,
-                   stap_image_id: str) -> Compiled:
+                   stap_key: str) -> Compiled:
     test_dir = workdir / "tests" / script.name
     test_dir.mkdir(parents=True, exist_ok=True)
     log_path = test_dir / "compile.log"
     module = module_name(script.name)
     target = workdir / "modules" / f"{module}.ko"  # staprun takes the module's name from the file's
     target.parent.mkdir(parents=True, exist_ok=True)
-    entry = cache_dir() / "modules" / _cache_key(stap_image_id, kernel, script)
+    entry = cache_dir() / "modules" / _cache_key(stap_key, kernel, script)
 
     cached = _cached(entry, module, log_path, target, script.name)
     if cached:
@@ -234,9 +235,9 @@ def compile_script(container: Container, script: TestScript, kernel: KernelTree,
     return Compiled(script.name, ok, outcome, detail, seconds, False, log_path)
 
 
-def _initramfs_key(stap_image_id: str, kernel: KernelTree, workdir: Path, list_text: str, extra: str) -> str:
+def _initramfs_key(stap_key: str, kernel: KernelTree, workdir: Path, list_text: str, extra: str) -> str:
     digest = hashlib.sha256()
-    parts = [CACHE_VERSION, stap_image_id, kernel.key, list_text, extra,
+    parts = [CACHE_VERSION, stap_key, kernel.key, list_text, extra,
              (GUEST_DIR / "init").read_text(), (GUEST_DIR / "mkinitramfs.sh").read_text()]
     for module in sorted((workdir / "modules").glob("*.ko")):
         parts += [module.name, _file_digest(module)]
@@ -246,14 +247,14 @@ def _initramfs_key(stap_image_id: str, kernel: KernelTree, workdir: Path, list_t
 
 
 def pack_guest(container_factory: Callable[[], Container] | Container | None, kernel: KernelTree, workdir: Path,
-               stap_image_id: str, with_stapsh: bool = False) -> Path:
+               stap_key: str, with_stapsh: bool = False) -> Path:
     """OUT/initramfs[-stapsh].cpio.gz and OUT/vmlinuz for the guest, from the cache when the
     same modules, list, init and systemtap build were packed before."""
     name = "initramfs-stapsh.cpio.gz" if with_stapsh else "initramfs.cpio.gz"
     image = workdir / name
     shutil.copy(kernel.vmlinuz_path, workdir / "vmlinuz")
     list_text = (workdir / "list").read_text() if (workdir / "list").exists() else ""
-    key = _initramfs_key(stap_image_id, kernel, workdir, list_text, "stapsh" if with_stapsh else "")
+    key = _initramfs_key(stap_key, kernel, workdir, list_text, "stapsh" if with_stapsh else "")
     cached = cache_dir() / "initramfs" / f"{key}.cpio.gz"
     if cached.exists():
         shutil.copy(cached, image)
@@ -272,25 +273,25 @@ def pack_guest(container_factory: Callable[[], Container] | Container | None, ke
 
 
 def compile_cell(image: str, scripts: tuple[TestScript, ...], kernel: KernelTree, workdir: Path,
-                 stap_image_id: str, progress: Callable[[str], None] = logger.info) -> dict[str, Compiled]:
+                 stap_key: str, progress: Callable[[str], None] = logger.info) -> dict[str, Compiled]:
     """Compile every script; pack the ones that compiled, and the kernel, for the guest. The
     container starts only when something needs it (a compile or a pack the cache lacks)."""
     (workdir / "build").mkdir(parents=True, exist_ok=True)
     (workdir / "home").mkdir(exist_ok=True)
     (workdir / "modules").mkdir(exist_ok=True)
     results: dict[str, Compiled] = {}
-    stap_cache = stap_cache_dir(stap_image_id, kernel)
+    stap_cache = stap_cache_dir(stap_key, kernel)
     with FileLock(str(stap_cache) + ".lock"), _lazy_container(image, workdir, kernel, stap_cache) as container:
         for script in scripts:
             module = module_name(script.name)
             test_dir = workdir / "tests" / script.name
             test_dir.mkdir(parents=True, exist_ok=True)
-            entry = cache_dir() / "modules" / _cache_key(stap_image_id, kernel, script)
+            entry = cache_dir() / "modules" / _cache_key(stap_key, kernel, script)
             compiled = _cached(entry, module, test_dir / "compile.log", workdir / "modules" / f"{module}.ko",
                                script.name)
             if compiled is None:
                 progress(f"{kernel.release}: compiling {script.name}")
-                compiled = compile_script(container(), script, kernel, workdir, stap_image_id)
+                compiled = compile_script(container(), script, kernel, workdir, stap_key)
             results[script.name] = compiled
             verdict = "ok" if compiled.ok else compiled.outcome.value if compiled.outcome else "failed"
             progress(f"{kernel.release}: {script.name}: {verdict} "
@@ -300,7 +301,7 @@ def compile_cell(image: str, scripts: tuple[TestScript, ...], kernel: KernelTree
             for s in scripts if results[s.name].ok
         ]
         (workdir / "list").write_text("".join(line + "\n" for line in lines))
-        pack_guest(container, kernel, workdir, stap_image_id)
+        pack_guest(container, kernel, workdir, stap_key)
     shutil.rmtree(workdir / "build", ignore_errors=True)
     shutil.rmtree(workdir / "home", ignore_errors=True)
     return results

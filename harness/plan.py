@@ -13,7 +13,7 @@ to gcc-16. Each cell takes the oldest base that can install both of its parts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness import kernels, sources
@@ -21,7 +21,7 @@ from harness.archive import Archive
 from harness.errors import MatrixError
 from harness.kernel_debian import BASE_SUITE_SOURCES
 from harness.kernels import BASE_SUITES, KernelBuild
-from harness.matrix import Matrix, StapSpec
+from harness.matrix import KernelSpec, Matrix, StapSpec
 from harness.scripts import TestScript
 
 STAP_PACKAGES = ("systemtap", "systemtap-runtime", "systemtap-common")
@@ -66,7 +66,12 @@ class Cell:
 
     @property
     def id(self) -> str:
-        return f"{self.kernel.label}-{self.stap.spec.label}"
+        return cell_id(self.kernel.spec, self.stap.spec)
+
+
+def cell_id(kernel: KernelSpec, stap: StapSpec) -> str:
+    """`KERNEL-LABEL-STAP-LABEL`: known from the matrix file alone, before anything is resolved."""
+    return f"{kernel.label}-{stap.label}"
 
 
 @dataclass(frozen=True)
@@ -135,3 +140,27 @@ def make_plan(matrix: Matrix, archive: Archive) -> Plan:
     if not cells:
         raise MatrixError(f"{matrix.path}: the exclude list leaves no cell to run")
     return Plan(tuple(builds), tuple(staps), tuple(cells))
+
+
+def _has_work(matrix: Matrix, kernel: KernelSpec, stap: StapSpec) -> bool:
+    """Whether make_plan gives this pair a cell: a test the exclude list leaves, or testsuite files."""
+    tests = [t for t in matrix.tests if not matrix.excluded(kernel, stap, t.name)]
+    return bool(tests) or (bool(matrix.testsuite) and stap.kind != "deb")
+
+
+def matrix_cell_ids(matrix: Matrix) -> list[str]:
+    """The ids of the cells make_plan would give, in its order, without resolving anything."""
+    return [cell_id(k.value, s.value) for k in matrix.kernels for s in matrix.staps
+            if _has_work(matrix, k.value, s.value)]
+
+
+def select_cell(matrix: Matrix, wanted: str) -> Matrix:
+    """The matrix cut down to one cell (an exact id, not a pattern: `-k stap-5.5` would also
+    select `stap-5.5.1`), so that planning resolves only that cell's kernel and systemtap build:
+    a job that runs one cell of a large matrix downloads and clones nothing for the others."""
+    for kernel in matrix.kernels:
+        for stap in matrix.staps:
+            if cell_id(kernel.value, stap.value) == wanted and _has_work(matrix, kernel.value, stap.value):
+                return replace(matrix, kernels=[kernel], staps=[stap])
+    cells = matrix_cell_ids(matrix)
+    raise MatrixError(f"--cell {wanted}: {matrix.path} has no such cell; its {len(cells)} cell(s): {', '.join(cells)}")

@@ -1,9 +1,14 @@
 """pytest front end: the matrix as pytest items, one xdist group per cell.
 
-    pytest -n auto                      runs matrix.yaml (tests/test_matrix.py holds the items)
-    pytest -n auto --matrix=FILE        runs another matrix (the = matters: pytest takes a bare
-                                        path as a test path when it looks for its rootdir)
+    pytest -n auto                      at the repository root: runs matrix.yaml
+    pytest -n auto --matrix FILE        runs another matrix, from any directory (`--matrix=FILE`
+                                        too); the items are harness/matrix_items.py
+    pytest -n auto --cell ID            runs exactly one cell (`stapmatrix plan` lists the ids)
     pytest -k 6.12 -m stap_5_1_5        selects cells
+
+The plugin is registered through the `pytest11` entry point, so an installed stapmatrix needs
+no conftest.py. It does nothing unless asked for a matrix: `--matrix`, `--cell`, or
+harness/matrix_items.py among pytest's arguments (the repository's `testpaths`).
 
 Each cell runs once, in the worker that owns its xdist group, the first time one of its items
 needs it. Images shared by several cells are built once per run (harness/images.py locks).
@@ -28,33 +33,64 @@ from harness.cli import new_run_dir
 from harness.errors import InfraError, MatrixError, StapmatrixError
 from harness.matrix import Matrix, load_matrix
 from harness.outcomes import Outcome, Result, read_results, write_results
-from harness.plan import Cell, Plan, make_plan
+from harness.plan import Cell, Plan, make_plan, select_cell
 from harness.progress import ProgressLog, Relay
 from harness.report import render_terminal, write_run_reports
 
 logger = logging.getLogger("stapmatrix")
 
-ROOT = Path(__file__).resolve().parent.parent
+ITEMS = Path(__file__).resolve().with_name("matrix_items.py")  # the module that holds the matrix items
 RUN_DIR_KEY = "stapmatrix_run_dir"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("stapmatrix")
-    group.addoption("--matrix", default=None, help="matrix file to run (default: matrix.yaml at the repository root)")
+    group.addoption("--matrix", default=None, metavar="FILE",
+                    help="matrix file to run (default: matrix.yaml in the current directory)")
+    group.addoption("--cell", default=None, metavar="ID",
+                    help="run exactly this cell, e.g. 6.12.117+deb13-amd64-stap5.6-1 (an exact id, not a pattern; "
+                         "`stapmatrix plan --matrix FILE` lists them)")
     group.addoption("--reruns", type=int, default=1,
                     help="try a test that did not pass again in a fresh boot this many times (default 1; 0: never); "
                          "tries with different outcomes make it 'flaky'")
 
 
+def _names_items(arg: str, config: pytest.Config) -> bool:
+    path = Path(arg.split("::")[0])
+    return (config.invocation_params.dir / path).resolve() == ITEMS
+
+
 def _wants_matrix(config: pytest.Config) -> bool:
-    if config.getoption("matrix"):
+    if config.getoption("matrix") or config.getoption("cell"):
         return True
-    tests = ROOT / "tests"
-    for arg in config.args:
-        path = Path(arg.split("::")[0]).resolve()
-        if path == ROOT or path == tests or tests in path.parents:
-            return True
-    return False
+    return any(_names_items(arg, config) for arg in config.args)
+
+
+def _collect_matrix_items(config: pytest.Config) -> None:
+    """Make the matrix items part of the run. Without test paths of the user's (pytest fell
+    back to `testpaths` or the current directory) they are the whole run; a user's paths are
+    kept and the items added, unless a path names the items module already."""
+    if any(_names_items(arg, config) for arg in config.args):
+        return
+    if config.args_source is pytest.Config.ArgsSource.ARGS:
+        config.args.append(str(ITEMS))
+    else:
+        config.args[:] = [str(ITEMS)]
+
+
+def _one_worker_per_cell(config: pytest.Config) -> None:
+    """A cell's items must share a worker (the xdist group is the cell): `-n N` alone means
+    `--dist load`, which ignores groups, so it becomes `loadgroup`. The repository's pytest
+    configuration says so too, but with `--matrix FILE` (a space) pytest may take FILE's
+    directory for its rootdir and never read that configuration (pytest issue #8846)."""
+    dist = config.getoption("dist", None)  # None: no xdist
+    if dist in (None, "no", "loadgroup"):
+        return
+    if dist == "load":
+        config.option.dist = "loadgroup"
+        return
+    raise pytest.UsageError(f"--dist {dist}: matrix items need --dist loadgroup (each cell runs once, in one "
+                            "worker); `-n N` alone chooses it")
 
 
 def _marker(prefix: str, value: str) -> str:
@@ -89,9 +125,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "stapmatrix_cell(id): the matrix cell an item belongs to")
     if not _wants_matrix(config):
         return
-    matrix_path = Path(config.getoption("matrix") or ROOT / "matrix.yaml")
+    _collect_matrix_items(config)
+    _one_worker_per_cell(config)
+    matrix_path = Path(config.getoption("matrix") or config.invocation_params.dir / "matrix.yaml")
     try:
         matrix = load_matrix(matrix_path)
+        if config.getoption("cell"):
+            matrix = select_cell(matrix, config.getoption("cell"))
         plan = make_plan(matrix, Archive())
     except MatrixError as error:
         raise pytest.UsageError(str(error)) from None
@@ -102,10 +142,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None:
         run_dir = Path(workerinput[RUN_DIR_KEY])
     else:
-        try:
-            docker_env.remove_orphans()
-        except StapmatrixError as error:
-            raise pytest.UsageError(str(error)) from None
+        if not config.option.collectonly:  # nothing will run: no need of Docker
+            try:
+                docker_env.remove_orphans()
+            except StapmatrixError as error:
+                raise pytest.UsageError(str(error)) from None
         run_dir = new_run_dir()
     for kernel in plan.kernels:
         config.addinivalue_line("markers", f"{_marker('kernel_', kernel.label)}: cells of kernel {kernel.spec.spec}")
@@ -145,7 +186,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     session = metafunc.config.stash.get(SESSION_KEY, None)
     if session is None:
-        raise pytest.UsageError("matrix items need the matrix: run them from the repository root")
+        raise pytest.UsageError("matrix items need a matrix: give --matrix FILE (or run at the repository root)")
     params = []
     for cell in session.plan.cells:
         marks = [pytest.mark.xdist_group(cell.id), getattr(pytest.mark, _marker("kernel_", cell.kernel.label)),

@@ -98,7 +98,7 @@ def _wait_for_stapsh(results_log: Path, container: Container, limit_s: float) ->
 
 
 def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, exp_files: tuple[str, ...],
-                  guest_dir: Path, accel: str, stap_image_id: str, progress: Callable[[str], None],
+                  guest_dir: Path, accel: str, stap_key: str, progress: Callable[[str], None],
                   ) -> tuple[list[DejaGnuResult], dict[str, str]]:
     """Boot the guest serving stapsh, run DejaGnu on `exp_files` against it, return the lines."""
     for exp in exp_files:
@@ -113,7 +113,7 @@ def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, exp_fi
 
     kver = kernel.release
     with cell_container(cell_image, guest_dir, kernel) as packer:
-        pack_guest(packer, kernel, guest_dir, stap_image_id, with_stapsh=True)
+        pack_guest(packer, kernel, guest_dir, stap_key, with_stapsh=True)
 
     command = qemu_command(accel, "", "stapsh", initrd="initramfs-stapsh.cpio.gz", extra_append="sm.stapsh=1",
                            extra_args=tuple(qemu_stapsh_args()),

@@ -2,6 +2,13 @@
 
 test_stap[KERNEL-stapVERSION-SCRIPT]: one per cell and script; passes only on `pass`.
 test_image[KERNEL-stapVERSION]: testinfra checks of the cell's image against its kernel.
+test_testsuite[CELL-FILE]: systemtap's own testsuite file, one subtest per DejaGnu line.
+
+This module is inside the package, not in a tests/ directory, so that an installed stapmatrix
+can run a matrix from anywhere: the plugin adds this file to pytest's arguments when `--matrix`
+or `--cell` is given (and the repository's `testpaths` name it, so plain `pytest` at the
+repository root runs matrix.yaml). Its name does not match `test_*.py` on purpose: collecting
+a directory never picks it up by accident (`pytest selftests` loads no matrix).
 """
 
 from __future__ import annotations
