@@ -25,6 +25,9 @@ from harness.pytest_plugin import MatrixSession
 
 
 def test_stap(stap_result: Result) -> None:
+    if stap_result.outcome is Outcome.FLAKY:
+        # Neither a pass nor a failure of stap: shown, never silently retried into a pass.
+        pytest.xfail(f"flaky: {stap_result.detail}\nreproduce: {stap_result.reproduce}")
     if stap_result.outcome is Outcome.XFAIL:
         pytest.xfail(f"{stap_result.xfail_reason} (got {stap_result.actual}: {stap_result.detail.splitlines()[0] if stap_result.detail else ''})")
     if stap_result.outcome is Outcome.PASS and stap_result.detail:

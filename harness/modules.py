@@ -297,7 +297,7 @@ def compile_cell(image: str, scripts: tuple[TestScript, ...], kernel: KernelTree
             progress(f"{kernel.release}: {script.name}: {verdict} "
                      f"({'cached' if compiled.cached else f'{compiled.seconds:.0f} s'})")
         lines = [
-            f"{s.name} {module_name(s.name)} {s.timeout_s} {' '.join(s.run)}".rstrip()
+            f"{s.name} {module_name(s.name)} {s.timeout_s} {','.join(s.staprun_args) or '-'} {' '.join(s.run)}".rstrip()
             for s in scripts if results[s.name].ok
         ]
         (workdir / "list").write_text("".join(line + "\n" for line in lines))

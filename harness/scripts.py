@@ -3,6 +3,7 @@
     # stapmatrix: expect hello from begin        (a line that must appear in the output)
     # stapmatrix: expect-re ^read [0-9]+ bytes$  (a regular expression one output line must match)
     # stapmatrix: stap-arg -g                    (an extra stap option, one per directive)
+    # stapmatrix: staprun-arg -vv                (an extra staprun option in the guest, one per directive)
     # stapmatrix: timeout 30                     (seconds the module may run in the guest)
     # stapmatrix: run /usr/local/bin/stapmatrix-target 3   (staprun -c: a command to trace)
 
@@ -28,7 +29,10 @@ ARG_RE = re.compile(r"^[A-Za-z0-9_=.,/:+-]+$")
 # Options the harness sets itself for every compile and run: a script may not change them.
 RESERVED_STAP_OPTIONS = ("-r", "-p", "-m", "-o", "-c", "-x", "--remote", "--use-server", "--tmpdir")
 DEFAULT_TIMEOUT_S = 60
-KNOWN = ("expect", "expect-re", "stap-arg", "timeout", "run")
+KNOWN = ("expect", "expect-re", "stap-arg", "staprun-arg", "timeout", "run")
+# staprun options a script may add (verbosity, buffer size, reader timeout); the others
+# (-c, -o, -d, -L, -A, -x...) are how the guest runs a test.
+STAPRUN_OPTIONS_RE = re.compile(r"^-(v{1,4}|b[0-9]{1,4}|T[0-9]{1,6}|w|u)$")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class TestScript:
     stap_args: tuple[str, ...] = ()
     timeout_s: int = DEFAULT_TIMEOUT_S
     run: tuple[str, ...] = ()
+    staprun_args: tuple[str, ...] = ()
 
     def output_problem(self, output: str) -> str | None:
         """None when the output meets every expectation, else what is missing."""
@@ -117,6 +122,7 @@ def load_script(path: Path, extra_stap_args: tuple[str, ...] = (), timeout_s: in
     expect: list[tuple[str, str]] = []
     stap_args: list[str] = []
     run: list[str] = []
+    staprun_args: list[str] = []
     timeout = DEFAULT_TIMEOUT_S
     for number, line in enumerate(text.splitlines(), 1):
         match = DIRECTIVE_RE.match(line)
@@ -137,6 +143,11 @@ def load_script(path: Path, extra_stap_args: tuple[str, ...] = (), timeout_s: in
             expect.append(("re", value))
         elif key == "stap-arg":
             stap_args.append(check_stap_arg(value, where))
+        elif key == "staprun-arg":
+            if not STAPRUN_OPTIONS_RE.match(value):
+                raise MatrixError(f"{where}: staprun option {value!r} is not one a script may set "
+                                  "(-v to -vvvv, -bN, -TN, -w, -u)")
+            staprun_args.append(value)
         elif key == "timeout":
             timeout = _timeout(value, where)
         elif key == "run":
@@ -157,4 +168,5 @@ def load_script(path: Path, extra_stap_args: tuple[str, ...] = (), timeout_s: in
         stap_args=tuple(stap_args) + tuple(check_stap_arg(a, "--stap-arg") for a in extra_stap_args),
         timeout_s=timeout if timeout_s is None else _timeout(str(timeout_s), "--timeout"),
         run=tuple(run),
+        staprun_args=tuple(staprun_args),
     )
