@@ -71,7 +71,7 @@ SUITE_BY_NAME = {s.name: s for s in SUITES}
 _INTERESTING_PREFIXES = ("linux-image-", "linux-headers-", "linux-kbuild-", "linux-compiler-",
                          "linux-binary-", "linux-modules-", "linux-base-", "linux-source", "systemtap")
 _INDEX_MAX_AGE_S = 6 * 3600
-INDEX_FORMAT = 3
+INDEX_FORMAT = 4
 KEYRINGS = (Path("/usr/share/keyrings/debian-archive-keyring.pgp"),
             Path("/usr/share/keyrings/debian-archive-keyring.gpg"))
 # Debian policy 5.6.1 (package names) and 5.6.12 (versions: [epoch:]upstream[-revision]).
@@ -208,25 +208,61 @@ def parse_index(text: str, suite: str) -> list[list[object]]:
     return records
 
 
-def _load_suite(suite: Suite) -> list[Package]:
+def _index_paths(suite: Suite) -> tuple[Path, Path]:
+    """(the packages stapmatrix resolves, the catalogue of every other package) of a suite:
+    two cache entries, so planning reads the small one and only dependency checks the big one."""
     directory = cache_dir() / "indexes"
-    url = suite.url()
-    path = directory / f"{suite.name}-{hashlib.sha256(url.encode()).hexdigest()[:12]}.json"
     directory.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=900):
-        entry = cache.read_entry(path)
-        if entry is not None and entry.get("format") != INDEX_FORMAT:
-            entry = None
-        fresh = entry is not None and time.time() - float(entry["fetched"]) < _INDEX_MAX_AGE_S
-        if not fresh and not os.environ.get("STAPMATRIX_OFFLINE"):
-            logger.info("reading the %s package index from %s", suite.name, url)
-            records = parse_index(_download_index(suite).decode("utf-8", "replace"), suite.name)
-            entry = {"format": INDEX_FORMAT, "url": url, "fetched": time.time(), "packages": records}
-            cache.write_entry(path, entry)
+    stem = f"{suite.name}-{hashlib.sha256(suite.url().encode()).hexdigest()[:12]}"
+    return directory / f"{stem}.json", directory / f"{stem}.catalogue.json"
+
+
+def _refresh(suite: Suite) -> None:
+    """Fetch, verify and parse the suite's index into its two cache entries, unless fresh."""
+    main_path, catalogue_path = _index_paths(suite)
+    entry = cache.read_entry(main_path)
+    if entry is not None and entry.get("format") != INDEX_FORMAT:
+        entry = None
+    fresh = entry is not None and time.time() - float(entry["fetched"]) < _INDEX_MAX_AGE_S \
+        and catalogue_path.exists()
+    if fresh or os.environ.get("STAPMATRIX_OFFLINE"):
         if entry is None:
             raise InfraError(f"no cached package index for {suite.name} and STAPMATRIX_OFFLINE is set")
+        return
+    logger.info("reading the %s package index from %s", suite.name, suite.url())
+    records = parse_index(_download_index(suite).decode("utf-8", "replace"), suite.name)
+    interesting = [r for r in records if r[5]]
+    catalogue: dict[str, list[list[object]]] = {}
+    for name, version, provides, *_ in records:
+        catalogue.setdefault(str(name), []).append([version, provides])
+    # The catalogue first: a reader that finds a fresh main entry may rely on it.
+    cache.write_entry(catalogue_path, {"format": INDEX_FORMAT, "packages": catalogue})
+    cache.write_entry(main_path, {"format": INDEX_FORMAT, "url": suite.url(), "fetched": time.time(),
+                                  "packages": interesting})
+
+
+def _load_suite(suite: Suite) -> list[Package]:
+    main_path, _ = _index_paths(suite)
+    with FileLock(str(main_path) + ".lock", timeout=900):
+        _refresh(suite)
+        entry = cache.read_entry(main_path)
+    if entry is None:
+        raise InfraError(f"the package index of {suite.name} could not be read back from {main_path}")
     return [Package(str(n), str(v), suite.name, str(d), tuple(p), int(s), str(f), str(h))  # type: ignore[arg-type]
             for n, v, p, d, s, f, h in entry["packages"]]
+
+
+def _load_catalogue(suite: Suite) -> dict[str, list[list[object]]]:
+    main_path, catalogue_path = _index_paths(suite)
+    with FileLock(str(main_path) + ".lock", timeout=900):
+        entry = cache.read_entry(catalogue_path)
+        if entry is None:  # damaged or missing: fetch both again
+            cache.write_entry(main_path, {"format": -1})
+            _refresh(suite)
+            entry = cache.read_entry(catalogue_path)
+    if entry is None:
+        raise InfraError(f"the package catalogue of {suite.name} could not be read back from {catalogue_path}")
+    return dict(entry["packages"])
 
 
 def series(abi: str) -> tuple[str, str, str]:
@@ -253,21 +289,30 @@ class Archive:
         self.suites = suites
         self._by_suite: dict[str, list[Package]] = {}
         self._by_name: dict[str, dict[str, list[Package]]] = {}
+        self._catalogue: dict[str, dict[str, list[list[object]]]] = {}
         self._provided: dict[str, set[str]] = {}
 
     def packages(self, suite: str) -> list[Package]:
+        """The packages stapmatrix resolves (kernels, systemtap, compilers) of a suite."""
         if suite not in self._by_suite:
             self._by_suite[suite] = _load_suite(SUITE_BY_NAME[suite])
             by_name: dict[str, list[Package]] = {}
             for package in self._by_suite[suite]:
                 by_name.setdefault(package.name, []).append(package)
             self._by_name[suite] = by_name
-            self._provided[suite] = {name for p in self._by_suite[suite] for name in p.provides}
         return self._by_suite[suite]
 
     def in_suite(self, suite: str, name: str) -> list[Package]:
         self.packages(suite)
         return self._by_name[suite].get(name, [])
+
+    def catalogue(self, suite: str) -> dict[str, list[list[object]]]:
+        """name -> [[version, provides]] of every package of a suite (dependency checks)."""
+        if suite not in self._catalogue:
+            self._catalogue[suite] = _load_catalogue(SUITE_BY_NAME[suite])
+            self._provided[suite] = {str(n) for versions in self._catalogue[suite].values()
+                                     for _, provides in versions for n in provides}  # type: ignore[attr-defined]
+        return self._catalogue[suite]
 
     def find(self, name: str, version: str | None = None) -> Package | None:
         """The package in the first suite (in preference order) that has it, at that version if given."""
@@ -311,8 +356,8 @@ class Archive:
         name = str(relation["name"])
         constraint = relation.get("version")
         for suite in suites:
-            for candidate in self.in_suite(suite, name):
-                if constraint is None or _meets(candidate.version, constraint):  # type: ignore[arg-type]
+            for version, _ in self.catalogue(suite).get(name, []):
+                if constraint is None or _meets(str(version), constraint):  # type: ignore[arg-type]
                     return True
             if name in self._provided[suite]:
                 return True
