@@ -57,7 +57,7 @@ def _drop_debian_ignore_block(repo: Path) -> None:
     level (`/*`, `!/debian/`): `git add` would add nothing."""
     path = repo / ".gitignore"
     text = path.read_text()
-    path.write_text(re.sub(r"\n#\n# Debian packaging:.*\Z", "\n", text, flags=re.S))
+    path.write_text(re.sub(r"\n#\n# Debian packaging:.*\Z", "\n", text, flags=re.DOTALL))
 
 
 def linux_source_repo() -> tuple[Path, str, str]:
