@@ -135,8 +135,17 @@ def exit_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def connected() -> bool:
+    """Whether this process has connected to Docker (and so may have started containers)."""
+    return client.cache_info().currsize > 0
+
+
 def remove_own_containers() -> None:
-    """At exit: remove what this process started and did not remove itself."""
+    """At exit: remove what this process started and did not remove itself. A process that
+    never connected started nothing, and must not wait on a daemon that may hang (Ctrl-C
+    during `check`)."""
+    if not connected():
+        return
     try:
         containers = client().containers.list(
             all=True, filters={"label": [f"{LABEL}=1", f"{OWNER_PID_LABEL}={os.getpid()}"]}

@@ -37,8 +37,13 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN_DIR_KEY = "stapmatrix_run_dir"
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     group = parser.getgroup("stapmatrix")
+    if not pluginmanager.has_plugin("xdist"):
+        # `-p no:xdist` (or xdist not installed): pyproject's addopts still says `--dist
+        # loadgroup`, which pytest would refuse as an unknown argument. Accept it and run the
+        # cells one after another in this process (`-n` stays unknown: pytest names it).
+        group.addoption("--dist", default="no", help="ignored without pytest-xdist (`-p no:xdist`)")
     group.addoption("--matrix", default=None, help="matrix file to run (default: matrix.yaml at the repository root)")
     group.addoption("--reruns", type=int, default=1,
                     help="try a test that did not pass again in a fresh boot this many times (default 1; 0: never); "
@@ -73,6 +78,7 @@ class MatrixSession:
 
     def cell_results(self, cell: Cell) -> list[Result]:
         if cell.id not in self.results:
+            _prepare_to_run_cells()
             context = CellContext(self.matrix.allow_splats, self.matrix.known_failure, self.reruns)
             progress_log = self.run_dir / "progress.log"
 
@@ -87,8 +93,27 @@ class MatrixSession:
         return self.results[cell.id]
 
 
+_prepared: list[bool] = []
+
+
+def _prepare_to_run_cells() -> None:
+    """Once per process, before its first cell, not at start-up: collecting (`--collect-only`,
+    `-k` that selects nothing) must never contact Docker, and only a process that starts
+    containers needs SIGTERM to unwind through their clean-up."""
+    if _prepared:
+        return
+    _prepared.append(True)
+    docker_env.exit_cleanly_on_sigterm()
+    try:
+        docker_env.remove_orphans()
+    except StapmatrixError:
+        pass  # no daemon: the cell reports it as its error, with how to start one
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "stapmatrix_cell(id): the matrix cell an item belongs to")
+    if not config.pluginmanager.has_plugin("xdist"):
+        config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's grouping (inert without it)")
     if not _wants_matrix(config):
         return
     matrix_path = Path(config.getoption("matrix") or ROOT / "matrix.yaml")
@@ -99,16 +124,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     except StapmatrixError as error:
         raise pytest.UsageError(f"cannot plan the matrix: {error}") from None
-    docker_env.exit_cleanly_on_sigterm()
     workerinput = getattr(config, "workerinput", None)
-    if workerinput is not None:
-        run_dir = Path(workerinput[RUN_DIR_KEY])
-    else:
-        try:
-            docker_env.remove_orphans()
-        except StapmatrixError as error:
-            raise pytest.UsageError(str(error)) from None
-        run_dir = new_run_dir()
+    run_dir = Path(workerinput[RUN_DIR_KEY]) if workerinput is not None else new_run_dir()
     for kernel in plan.kernels:
         config.addinivalue_line("markers", f"{_marker('kernel_', kernel.label)}: cells of kernel {kernel.spec.spec}")
     for stap in plan.staps:
@@ -122,6 +139,7 @@ def pytest_configure(config: pytest.Config) -> None:
 SESSION_KEY = pytest.StashKey[MatrixSession]()
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest must not refuse it under `-p no:xdist`
 def pytest_configure_node(node: object) -> None:
     """xdist controller hook: every worker writes into the controller's run directory."""
     config = node.config  # type: ignore[attr-defined]
