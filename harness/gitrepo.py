@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 GIT_LIMIT_S = 900  # a first clone of a big repository over a slow link
 ALLOWED_TRANSPORTS = "file:git:http:https:ssh"
 SCP_LIKE_RE = re.compile(r"^[\w.-]+@[\w.-]+:")
+# git's remote helpers (`ext::CMD` runs CMD, `fd::N`): git takes `NAME::` at the start of a
+# URL as one, with no `://` for is_local to see.
+REMOTE_HELPER_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)::")
 CREDENTIALS_RE = re.compile(r"(?<=://)[^/@\s]+@")
 
 
@@ -66,6 +69,10 @@ def run(*args: str, cwd: str | None = None, what: str, timeout_s: float = GIT_LI
 
 
 def check_transport(url: str, where: str) -> None:
+    helper = REMOTE_HELPER_RE.match(url)
+    if helper:
+        raise MatrixError(f"{where}: git transport {helper.group(1) + '::'!r} in {mask(url)} is not allowed "
+                          f"(allowed: {ALLOWED_TRANSPORTS.replace(':', ', ')}, or a local directory)")
     if is_local(url):
         return
     scheme = url.split("://", 1)[0] if "://" in url else "ssh"

@@ -174,7 +174,10 @@ def expand_path(text: str, base: Path, where: str) -> Path:
         path = Path(text).expanduser()
     except RuntimeError:
         raise MatrixError(f"{where}: cannot expand {text!r}: no such user's home directory") from None
-    return (path if path.is_absolute() else base / path).resolve()
+    try:
+        return (path if path.is_absolute() else base / path).resolve()
+    except (RuntimeError, OSError) as error:  # Python 3.11 raises RuntimeError for a symlink loop
+        raise MatrixError(f"{where}: cannot resolve {text!r}: {error}") from None
 
 
 # --- systemtap builds -------------------------------------------------------------------------
@@ -392,8 +395,10 @@ def _unique(path: Path, what: str, items: list[Located[str]]) -> None:
 def load_matrix(path: Path) -> Matrix:
     """Read and check a matrix file; raises MatrixError naming file and line."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise MatrixError(f"matrix file {path} does not exist")
+    if not path.is_file():
+        raise MatrixError(f"matrix file {path} is not a regular file (a directory or a device): give the YAML file")
     sections = _mapping(_compose(path), path, TOP_LEVEL_KEYS, "the matrix")
     for required in ("kernels", "stap", "tests"):
         if required not in sections:
