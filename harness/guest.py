@@ -13,6 +13,7 @@ run the tests after it.
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import os
 import re
@@ -219,7 +220,7 @@ def parse_results(text: str, boot: int, runs: dict[str, TestRun],
     chunks: dict[tuple[str, str], list[str]] = {}
     for raw in text.splitlines():
         line = raw.strip("\r\n\x00 ")
-        if not line.startswith("@@SM "):
+        if not line.startswith("@@SM"):  # "@@SM" alone: a record cut right after its marker
             continue
         words = line.split()
         kind = words[1] if len(words) > 1 else ""
@@ -250,7 +251,12 @@ def parse_results(text: str, boot: int, runs: dict[str, TestRun],
                 garbled.setdefault(current, line[:200])
     for (kind, name), parts in chunks.items():
         if name in runs:
-            decoded = base64.b64decode("".join(parts) + "===").decode("utf-8", "replace")
+            try:
+                decoded = base64.b64decode("".join(parts) + "===").decode("utf-8", "replace")
+            except binascii.Error as error:  # a chunk cut short: its length is no base64 length
+                if garbled is not None:
+                    garbled.setdefault(name, f"@@SM {kind} {name}: {error}")
+                continue
             if kind == "OUT":
                 runs[name].stdout = decoded
             else:
