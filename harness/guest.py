@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
 from filelock import FileLock
@@ -153,10 +152,7 @@ def _boot(runner_image: str, guest_dir: Path, accel: str, only: str, boot: int, 
             container.kill()
             return False
     finally:
-        try:
-            container.remove(force=True)
-        except docker.errors.APIError:
-            pass
+        docker_env.remove_quietly(container)
 
 
 def choose_accel(runner_image: str, guest_dir: Path) -> tuple[str, str]:
