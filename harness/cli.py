@@ -260,8 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]stapmatrix: {error}[/]", markup=True, highlight=False)
         return 2
     except KeyboardInterrupt:
-        docker_env.remove_own_containers()
-        console.print("[red]interrupted: containers of this run removed[/]")
+        if docker_env.connected():  # check, report, diff never connect: nothing to wait for
+            docker_env.remove_own_containers()
+            console.print("[red]interrupted: containers of this run removed[/]")
+        else:
+            console.print("[red]interrupted[/]")
         return 130
 
 

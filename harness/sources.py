@@ -54,7 +54,8 @@ def git_tarball(url: str, commit: str) -> bytes:
     pathspec = ["--", "."] + [f":(exclude,literal){path}" for path in missing] if missing else []
     try:
         completed = subprocess.run(["git", "archive", "--format=tar", commit, *pathspec], cwd=repository,
-                                   capture_output=True, check=False, timeout=gitrepo.GIT_LIMIT_S)
+                                   capture_output=True, check=False, timeout=gitrepo.GIT_LIMIT_S,
+                                   env=gitrepo.environment())
     except subprocess.TimeoutExpired:
         raise InfraError(f"git archive {commit} did not finish within {gitrepo.GIT_LIMIT_S} s") from None
     if completed.returncode != 0:
