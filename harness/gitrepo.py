@@ -64,9 +64,16 @@ def run(*args: str, cwd: str | None = None, what: str, timeout_s: float = GIT_LI
     except FileNotFoundError:
         raise InfraError("git is not installed: `apt-get install git`") from None
     if completed.returncode != 0:
-        said = mask(completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else f"exit {completed.returncode}")
-        raise InfraError(f"{mask(what)}: {said}")
+        raise InfraError(f"{mask(what)}: {mask(git_said(completed.stderr, completed.returncode))}")
     return completed.stdout
+
+
+def git_said(stderr: str, code: int) -> str:
+    """git's own reason: its `fatal:`/`error:` lines (the last line is often advice, such as
+    "and the repository exists.")."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    reasons = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    return "; ".join(reasons[:2]) if reasons else lines[-1] if lines else f"exit {code}"
 
 
 def check_transport(url: str, where: str) -> None:

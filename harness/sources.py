@@ -59,7 +59,8 @@ def git_tarball(url: str, commit: str) -> bytes:
     except subprocess.TimeoutExpired:
         raise InfraError(f"git archive {commit} did not finish within {gitrepo.GIT_LIMIT_S} s") from None
     if completed.returncode != 0:
-        raise InfraError(f"git archive {commit} failed: {gitrepo.mask(completed.stderr.decode(errors='replace')[:400])}")
+        said = gitrepo.git_said(completed.stderr.decode(errors="replace"), completed.returncode)
+        raise InfraError(f"git archive {commit} failed: {gitrepo.mask(said)}")
     return completed.stdout
 
 
