@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests.exceptions
+
 from harness import images
 from harness.archive import Archive
 from harness.errors import InfraError, StapmatrixError
@@ -107,6 +109,9 @@ def run_cell(cell: Cell, context: CellContext, cell_dir: Path, progress: Progres
         return _run(cell, context, cell_dir, progress, archive or Archive(), run)
     except StapmatrixError as error:
         return run.errors(str(error))
+    except requests.exceptions.RequestException as error:  # any Docker call the steps do not wrap themselves
+        return run.errors(f"lost the connection to Docker ({error.__class__.__name__}: {error}); is the daemon "
+                          "running? `docker info` says")
     except OSError as error:
         if error.errno in MACHINE_ERRNOS:  # the machine's fault, not a bug: no traceback needed
             return run.errors(f"{error.strerror}: {error.filename or cell_dir} (free space or fix the disk, then "

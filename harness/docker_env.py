@@ -197,7 +197,7 @@ def run_to_completion(image: str, command: list[str], *, what: str, timeout_s: f
         if time.monotonic() >= deadline:
             raise InfraError(f"{what} did not finish within {timeout_s:.0f} s and was stopped; log: {log_path}")
         return int(status.get("StatusCode", 1)), "".join(output)
-    except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout) as error:
+    except requests.exceptions.RequestException as error:
         raise InfraError(f"{what}: lost the connection to Docker ({error.__class__.__name__}); log: {log_path}") from None
     finally:
         remove_quietly(container)
@@ -227,7 +227,7 @@ def exec_with_limit(container: Container, command: list[str], *, what: str, time
     started = time.monotonic()
     try:
         code, output = container.exec_run(wrapped, workdir=workdir, environment=environment)
-    except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout) as error:
+    except requests.exceptions.RequestException as error:
         raise InfraError(f"{what}: lost the connection to Docker ({error.__class__.__name__})") from None
     # 124 and 137 are also what a command says when it exits 124 or is killed (the OOM killer,
     # `kill -9`) well before the limit: only the clock tells a time limit from those.

@@ -143,10 +143,12 @@ def _boot(runner_image: str, guest_dir: Path, accel: str, only: str, boot: int, 
                 logs = container.logs().decode("utf-8", "replace")[-600:]
                 (guest_dir / f"qemu-{boot}.log").write_text(logs)
             return True
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as error:
-            # docker-py reports wait()'s own timeout as either; only a daemon that no longer
-            # answers means the connection was lost (then the guest's fate is unknown).
-            if not docker_env.daemon_answers():
+        except requests.exceptions.RequestException as error:
+            # docker-py reports wait()'s own timeout as ReadTimeout or ConnectionError; only a
+            # daemon that no longer answers means the connection was lost (then the guest's
+            # fate is unknown). A connection cut mid-response is ChunkedEncodingError.
+            timed_out = isinstance(error, (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError))
+            if not timed_out or not docker_env.daemon_answers():
                 raise InfraError(f"lost the connection to Docker while the guest ran ({error.__class__.__name__}); "
                                  "the guest's fate is unknown") from None
             container.kill()
