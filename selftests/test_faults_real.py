@@ -189,6 +189,10 @@ def _docker_exec(container: str, *command: str) -> int:
     return subprocess.run(["docker", "exec", container, *command], capture_output=True, check=False).returncode
 
 
+# The images' busybox has no pgrep/pkill: find stap by its /proc comm; "kill" when told to.
+FIND_STAP = 'for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = stap ] && {} && exit 0; done; exit 1'
+
+
 @CELL
 def test_killed_compile_is_an_error_and_not_cached(cell_images: tuple[images.CellImages, str], tmp_path: Path,
                                                    own_cache: Path) -> None:
@@ -203,10 +207,10 @@ def test_killed_compile_is_an_error_and_not_cached(cell_images: tuple[images.Cel
 
         def kill_stap() -> None:
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and _docker_exec(container.id, "busybox", "pgrep", "-x", "stap") != 0:
+            while time.monotonic() < deadline and _docker_exec(container.id, "sh", "-c", FIND_STAP.format("true")):
                 time.sleep(0.2)
             time.sleep(1.5)  # in the middle of its passes
-            killed.append(_docker_exec(container.id, "busybox", "pkill", "-9", "-x", "stap"))
+            killed.append(_docker_exec(container.id, "sh", "-c", FIND_STAP.format("kill -9 ${d#/proc/}")))
 
         killer = threading.Thread(target=kill_stap)
         killer.start()
