@@ -664,3 +664,19 @@ def test_index_that_does_not_match_the_signed_checksum_is_refused(real_inrelease
         server.shutdown()
         monkeypatch.undo()
         settings.reset_mirrors()
+
+
+# --- pytest without xdist runs the matrix ---------------------------------------------------------
+
+@CELL
+def test_matrix_runs_under_p_no_xdist(tmp_path: Path) -> None:
+    """`-p no:xdist`: addopts' `--dist loadgroup` is accepted, the cell runs in this process."""
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(f"kernels: [{KERNEL}]\nstap: ['{STAP}']\ntests: [{STAP_DIR / 'begin_end.stp'}]\n")
+    env = dict(os.environ, STAPMATRIX_ARTIFACTS=str(tmp_path / "artifacts"))
+    completed = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:xdist", "-q", f"--matrix={matrix}"],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)
+    print(completed.stdout[-3000:], completed.stderr[-2000:])
+    assert completed.returncode == 0 and "Traceback" not in completed.stdout + completed.stderr
+    (results_json,) = (tmp_path / "artifacts").glob("run-*/results.json")
+    assert [r.outcome for r in read_results(results_json)] == [Outcome.PASS]
