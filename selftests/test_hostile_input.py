@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.archive import parse_index
 from harness.cli import main
-from harness.errors import MatrixError
+from harness.errors import InfraError, MatrixError
 from harness.gitrepo import check_transport, mask
 from harness.guest import GuestRun, TestRun, parse_results
+from harness.images import check_packages
 from harness.matrix import load_matrix, parse_stap_spec
 from harness.modules import Compiled
 from harness.outcomes import Outcome
@@ -326,3 +328,23 @@ def test_pytest_without_xdist(tmp_path: Path) -> None:
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert both.returncode == 4 and "unrecognized arguments: -n" in both.stderr
     assert "Traceback" not in both.stdout + both.stderr
+
+
+# --- values from package indexes that become build arguments ----------------------------------
+
+@pytest.mark.parametrize("value", ["systemtap=5.6-1; rm -rf /", "systemtap=$(reboot)", "Systemtap=5.6-1",
+                                   "systemtap=5.6-1\nRUN evil", "gcc-14 `id`", "systemtap=-1"])
+def test_build_arguments_are_package_names(value: str) -> None:
+    with pytest.raises(InfraError, match="is not a Debian package name"):
+        check_packages(value, "systemtap packages")
+
+
+def test_index_stanzas_outside_debian_grammar_are_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    text = ("Package: systemtap\nVersion: 5.6-1\nFilename: pool/main/s/systemtap/systemtap_5.6-1_amd64.deb\n"
+            f"SHA256: {'a' * 64}\n\n"
+            "Package: evil$(reboot)\nVersion: 1.0\n\n"
+            "Package: linux-image-6.1-dbg\nVersion: 1.0 ; rm\n\n"
+            "Package: systemtap-runtime\nVersion: 5.6-1\nFilename: ../../etc/passwd\nSHA256: " + "b" * 64 + "\n\n")
+    records = parse_index(text, "sid")
+    assert [r[0] for r in records] == ["systemtap"]
+    assert any("dropped 3 stanza(s)" in r.getMessage() for r in caplog.records)
