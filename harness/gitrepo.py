@@ -81,6 +81,8 @@ def check_transport(url: str, where: str) -> None:
     if helper:
         raise MatrixError(f"{where}: git transport {helper.group(1) + '::'!r} in {mask(url)} is not allowed "
                           f"(allowed: {ALLOWED_TRANSPORTS.replace(':', ', ')}, or a local directory)")
+    if url.startswith("-"):  # git would read it as an option (`-oProxyCommand=...`)
+        raise MatrixError(f"{where}: git URL {mask(url)!r} starts with '-'; give a URL or a directory path")
     if is_local(url):
         return
     scheme = url.split("://", 1)[0] if "://" in url else "ssh"
@@ -107,7 +109,7 @@ def _mirror_dir(url: str) -> Path:
                 logger.warning("%s: updating the mirror failed (%s); cloning it again", mask(url), error)
         partial = directory.with_name(directory.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        run("clone", "--bare", "--quiet", url, str(partial), what=f"cloning {url}")
+        run("clone", "--bare", "--quiet", "--", url, str(partial), what=f"cloning {url}")
         shutil.rmtree(directory, ignore_errors=True)
         partial.rename(directory)  # a clone killed half-way never looks like a mirror
     return directory

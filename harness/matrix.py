@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 import yaml
 
 from harness.errors import MatrixError
+from harness.gitrepo import mask
 from harness.scripts import TestScript, load_script
 
 T = TypeVar("T")
@@ -57,7 +58,9 @@ class StapSpec:
 
     @property
     def spec(self) -> str:
-        return f"git:{self.value}@{self.ref}" if self.kind == "git" else f"{self.kind}:{self.value}"
+        """The build as people and results name it; credentials in a URL are masked (the
+        value itself, which git uses, keeps them)."""
+        return f"git:{mask(self.value)}@{self.ref}" if self.kind == "git" else f"{self.kind}:{self.value}"
 
     @property
     def display_name(self) -> str:
@@ -91,7 +94,7 @@ class KernelSpec:
     def spec(self) -> str:
         if self.kind == "deb":
             return self.value
-        return f"git:{self.value}@{self.ref}" if self.kind == "git" else f"path:{self.value}"
+        return f"git:{mask(self.value)}@{self.ref}" if self.kind == "git" else f"path:{self.value}"
 
     @property
     def display_name(self) -> str:

@@ -26,6 +26,7 @@ from harness.archive import Archive
 from harness.cell import CellContext, run_cell
 from harness.cli import new_run_dir
 from harness.errors import InfraError, MatrixError, StapmatrixError
+from harness.gitrepo import mask
 from harness.matrix import Matrix, load_matrix
 from harness.outcomes import Outcome, Result, read_results, write_results
 from harness.plan import Cell, Plan, make_plan
@@ -129,7 +130,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for kernel in plan.kernels:
         config.addinivalue_line("markers", f"{_marker('kernel_', kernel.label)}: cells of kernel {kernel.spec.spec}")
     for stap in plan.staps:
-        config.addinivalue_line("markers", f"{_marker('stap_', stap.spec.value)}: cells of systemtap {stap.spec.spec}")
+        config.addinivalue_line("markers", f"{_marker('stap_', mask(stap.spec.value))}: cells of systemtap {stap.spec.spec}")
     reruns = config.getoption("reruns")
     if not 0 <= reruns <= 10:
         raise pytest.UsageError(f"--reruns {reruns}: give 0 (no second try) to 10")
@@ -157,7 +158,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     params = []
     for cell in session.plan.cells:
         marks = [pytest.mark.xdist_group(cell.id), getattr(pytest.mark, _marker("kernel_", cell.kernel.label)),
-                 getattr(pytest.mark, _marker("stap_", cell.stap.spec.value))]
+                 getattr(pytest.mark, _marker("stap_", mask(cell.stap.spec.value)))]
         if "stap_case" in wanted:
             params += [pytest.param((cell, t.name), id=f"{cell.id}-{t.name}", marks=marks) for t in cell.tests]
         elif "testsuite_case" in wanted:

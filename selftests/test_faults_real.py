@@ -6,6 +6,7 @@ systemtap deb:5.6-1) share its xdist group, so one worker builds them.
 
 from __future__ import annotations
 
+import functools
 import http.server
 import lzma
 import os
@@ -473,6 +474,36 @@ def test_unreachable_git_server_says_so_and_hides_credentials(tmp_path: Path, ow
     assert f"cloning http://***@127.0.0.1:{port}/systemtap.git" in said
     assert "Failed to connect" in said or "Couldn't connect" in said or "Connection refused" in said
     assert "s3cret-token" not in said and "has no commit named" not in said and "Traceback" not in said
+
+
+def test_credentials_never_printed_by_a_plan_that_works(tmp_path: Path, own_cache: Path) -> None:
+    """A real repository behind an HTTP server on loopback (git's dumb protocol), its URL with a
+    user and a token: `check` and pytest print the plan and the markers, with the token masked."""
+    bare = tmp_path / "srv" / "systemtap.git"
+    bare.parent.mkdir()
+    source = tmp_path / "src"
+    source.mkdir()
+    _git(source, "init", "-q", "-b", "main")
+    (source / "configure.ac").write_text("AC_INIT([systemtap], [9.9])\n")
+    _git(source, "add", ".")
+    _git(source, "commit", "-q", "-m", "one")
+    subprocess.run(["git", "clone", "-q", "--bare", str(source), str(bare)], check=True)
+    _git(bare, "update-server-info")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(bare.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://builder:s3cret-token@127.0.0.1:{server.server_address[1]}/systemtap.git"
+    env = dict(os.environ, STAPMATRIX_CACHE=str(own_cache), STAPMATRIX_ARTIFACTS=str(tmp_path / "a"))
+    try:
+        completed = _check(tmp_path, f"git:{url}@main", env)
+        markers = subprocess.run([sys.executable, "-m", "pytest", "--markers", f"--matrix={tmp_path / 'm.yaml'}"],
+                                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    finally:
+        server.shutdown()
+    said = completed.stdout + completed.stderr + markers.stdout + markers.stderr
+    assert completed.returncode == 0 and markers.returncode == 0, said
+    assert f"systemtap git:http://***@127.0.0.1:{server.server_address[1]}/systemtap.git@main: commit" in said
+    assert "s3cret" not in said
 
 
 class _Silent(socketserver.BaseRequestHandler):

@@ -251,6 +251,17 @@ def test_ext_transport_from_the_command_line_is_refused(capsys: pytest.CaptureFi
     assert code == 2 and "git transport 'ext::'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("git:-oProxyCommand@host:x@main", "starts with '-'"),  # scp-like: git would take it for an option
+    ("git:/tmp/x@--upload-pack=touch", "git ref '--upload-pack=touch' is not valid"),
+    ("git:/tmp/x@-x", "git ref '-x' is not valid"),
+])
+def test_git_values_that_git_would_read_as_options(spec: str, expected: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--kernel", KERNEL, "--stap", spec, str(ROOT / "tests/stap/begin_end.stp")])
+    assert code == 2 and expected in capsys.readouterr().err
+
+
 def test_credentials_are_masked() -> None:
     assert mask("fatal: https://user:s3cret@127.0.0.1:9/x.git and http://tok@h/y") == \
         "fatal: https://***@127.0.0.1:9/x.git and http://***@h/y"
