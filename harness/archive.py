@@ -208,11 +208,15 @@ def parse_index(text: str, suite: str) -> list[list[object]]:
     return records
 
 
+def _index_path(suite: Suite) -> Path:
+    """The cache entry of a suite's index: keyed by the mirror it came from."""
+    return cache_dir() / "indexes" / f"{suite.name}-{hashlib.sha256(suite.url().encode()).hexdigest()[:12]}.json"
+
+
 def _load_suite(suite: Suite) -> list[Package]:
-    directory = cache_dir() / "indexes"
     url = suite.url()
-    path = directory / f"{suite.name}-{hashlib.sha256(url.encode()).hexdigest()[:12]}.json"
-    directory.mkdir(parents=True, exist_ok=True)
+    path = _index_path(suite)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock", timeout=900):
         entry = cache.read_entry(path)
         if entry is not None and entry.get("format") != INDEX_FORMAT:

@@ -5,7 +5,6 @@ read; a damaged entry is discarded with a warning and rebuilt, never trusted and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -176,7 +175,7 @@ SUITE = archive.SUITE_BY_NAME["trixie-security"]  # a small real index
 
 def _index_path() -> Path:
     settings.reset_mirrors()
-    return settings.cache_dir() / "indexes" / f"{SUITE.name}-{hashlib.sha256(SUITE.url().encode()).hexdigest()[:12]}.json"
+    return archive._index_path(SUITE)
 
 
 @pytest.fixture
