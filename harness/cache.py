@@ -13,12 +13,14 @@ the callers' part: they do not call `write_entry` for one).
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)  # a directory where an entry belongs would make the rename fail forever
+        _remove_stale_temporaries(path)
         handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as error:
         raise _write_error(path, error) from None
@@ -55,6 +58,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(error, OSError):
             raise _write_error(path, error) from None
         raise
+
+
+STALE_TEMPORARY_S = 3600  # no write of one entry takes this long; a younger file may be a live writer's
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """A writer killed mid-write leaves its temporary file (never read as an entry); remove
+    those of this entry that are old enough to belong to no live writer."""
+    cutoff = time.time() - STALE_TEMPORARY_S
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if stale.stat().st_mtime < cutoff:
+                stale.unlink()
+        except OSError:
+            pass
 
 
 def _write_error(path: Path, error: OSError) -> InfraError:

@@ -90,14 +90,26 @@ def test_a_writer_killed_mid_write_never_leaves_half_an_entry(tmp_path: Path) ->
     moments: the entry is always a whole one. (Its temporary file stays behind, named so
     that nothing takes it for an entry.)"""
     path = tmp_path / "entry.json"
-    for delay in (0.35, 0.5, 0.8, 1.1):
+    for attempt in range(30):  # until one kill lands mid-write, leaving a temporary file
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT)
-        time.sleep(delay)
+        time.sleep(0.4 + 0.037 * attempt)
         writer.send_signal(signal.SIGKILL)
         writer.wait()
         entry = cache.read_entry(path)
         assert entry is not None and entry["blob"] == str(entry["n"]) * 400_000
+        if attempt >= 3 and list(tmp_path.glob(".entry.json.*.tmp")):
+            break
     assert {p.name for p in tmp_path.iterdir() if not p.name.endswith(".tmp")} == {"entry.json"}
+    # The killed writers' temporary files: kept while a writer could still be alive, removed by
+    # the next write once they are an hour old.
+    leftovers = list(tmp_path.glob(".entry.json.*.tmp"))
+    assert leftovers
+    cache.write_entry(path, {"n": 0, "blob": ""})
+    assert all(p.exists() for p in leftovers)
+    for leftover in leftovers:
+        os.utime(leftover, (time.time() - 7200, time.time() - 7200))
+    cache.write_entry(path, {"n": 0, "blob": ""})
+    assert not list(tmp_path.glob(".entry.json.*.tmp"))
 
 
 # --- compile results ----------------------------------------------------------------------------

@@ -359,3 +359,19 @@ def test_index_stanzas_outside_debian_grammar_are_dropped(caplog: pytest.LogCapt
     records = parse_index(text, "sid")
     assert [r[0] for r in records] == ["systemtap"]
     assert any("dropped 3 stanza(s)" in r.getMessage() for r in caplog.records)
+
+
+# --- results files read back (report, diff) ---------------------------------------------------
+
+@pytest.mark.parametrize(("content", "expected"), [
+    (b'[{"kernel":', "not a stapmatrix results file (Expecting value"),
+    (b"\xff\xfe", "not a stapmatrix results file ('utf-8' codec can't decode"),
+    (b'{"a": 1}', "not a stapmatrix results file (not a list of records)"),
+    (b'[{"kernel": 1}]', "not a stapmatrix results file"),
+])
+def test_damaged_results_file(tmp_path: Path, content: bytes, expected: str,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "results.json"
+    path.write_bytes(content)
+    assert main(["report", str(path)]) == 2 and expected in capsys.readouterr().err
+    assert main(["diff", str(path), str(path)]) == 2
