@@ -77,9 +77,11 @@ def _check_arg(arg: str, where: str) -> str:
 def _reserved_option(arg: str) -> str | None:
     """The reserved option `arg` sets, also inside a cluster of short options (`-vp2`)."""
     if arg.startswith("--"):
+        # getopt_long also takes a unique abbreviation: `--rem=HOST` is --remote.
         name = arg.split("=", 1)[0]
         for option in RESERVED_STAP_OPTIONS:
-            if option.startswith("--") and (name == option or (option.endswith("-") and name.startswith(option))):
+            if option.startswith("--") and len(name) > 2 and (
+                    option.startswith(name) or (option.endswith("-") and name.startswith(option))):
                 return option
         return None
     if arg.startswith("-"):

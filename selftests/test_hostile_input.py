@@ -187,6 +187,7 @@ def test_special_files_are_refused(folder: Path, target: str) -> None:
     # our own: reserved options inside clusters of short options, and options that print
     # instead of compiling (stap exits 0 with no module)
     "-vp2", "-gmfoo", "-kc", "-V", "-l", "-L", "-h", "--help", "--version", "--dump-functions", "-e",
+    "--remot=ssh:x", "--use-s", "--tmp=/x", "--vers",  # getopt_long's abbreviations
 ])
 def test_reserved_stap_options(folder: Path, arg: str) -> None:
     message = script_error(folder, f"// stapmatrix: stap-arg {arg}\n")
