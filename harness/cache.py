@@ -13,13 +13,18 @@ the callers' part: they do not call `write_entry` for one).
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+from harness.errors import InfraError
 
 logger = logging.getLogger(__name__)
 
@@ -31,18 +36,48 @@ def _digest(payload_text: str) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `data` to `path` so that readers see the old file or the whole new one. A write
+    that fails (a full disk, a read-only cache) leaves the old entry and no temporary file,
+    and is an InfraError that names the entry and what to do."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)  # a directory where an entry belongs would make the rename fail forever
+        _remove_stale_temporaries(path)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _write_error(path, error) from None
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise _write_error(path, error) from None
         raise
+
+
+STALE_TEMPORARY_S = 3600  # no write of one entry takes this long; a younger file may be a live writer's
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """A writer killed mid-write leaves its temporary file (never read as an entry); remove
+    those of this entry that are old enough to belong to no live writer."""
+    cutoff = time.time() - STALE_TEMPORARY_S
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if stale.stat().st_mtime < cutoff:
+                stale.unlink()
+        except OSError:
+            pass
+
+
+def _write_error(path: Path, error: OSError) -> InfraError:
+    return InfraError(f"cannot write the cache entry {path}: {error.strerror or error}; the previous entry, if "
+                      "any, is unchanged. Free space there, or set STAPMATRIX_CACHE to a directory with room")
 
 
 def write_entry(path: Path, payload: Any) -> None:
@@ -73,9 +108,12 @@ def read_entry(path: Path) -> Any | None:
 
 
 def _discard(path: Path, why: str) -> None:
-    """Remove a damaged entry; returns None, which callers pass on as "no entry"."""
+    """Remove a damaged entry (a directory in its place too); the caller rebuilds it."""
     logger.warning("cache entry %s is %s: discarding it and rebuilding", path, why)
     try:
-        path.unlink()
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     except OSError:
         pass

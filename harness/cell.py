@@ -13,6 +13,7 @@ never retried until it passes.
 
 from __future__ import annotations
 
+import errno
 import logging
 import shlex
 import time
@@ -20,6 +21,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import requests.exceptions
 
 from harness import images
 from harness.archive import Archive
@@ -98,19 +101,40 @@ def run_cell(cell: Cell, context: CellContext, cell_dir: Path, progress: Progres
     """Every test of the cell as a Result. Nothing escapes: an infrastructure failure makes
     the cell's tests `error` with the reason, and so does an unexpected exception (its
     traceback goes to CELL/traceback.log), so the other cells go on."""
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    (cell_dir / "reproduce.sh").write_text("#!/bin/sh\n# Runs this cell again from the repository root.\n"
-                                           + reproduce_command(cell) + "\n")
     run = CellRun(cell, cell_dir)
     try:
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        (cell_dir / "reproduce.sh").write_text("#!/bin/sh\n# Runs this cell again from the repository root.\n"
+                                               + reproduce_command(cell) + "\n")
         return _run(cell, context, cell_dir, progress, archive or Archive(), run)
     except StapmatrixError as error:
         return run.errors(str(error))
+    except requests.exceptions.RequestException as error:  # any Docker call the steps do not wrap themselves
+        return run.errors(f"lost the connection to Docker ({error.__class__.__name__}: {error}); is the daemon "
+                          "running? `docker info` says")
+    except OSError as error:
+        if error.errno in MACHINE_ERRNOS:  # the machine's fault, not a bug: no traceback needed
+            return run.errors(f"{error.strerror}: {error.filename or cell_dir} (free space or fix the disk, then "
+                              "run again)")
+        return run.errors(_internal_error(cell, cell_dir, error))
     except Exception as error:  # noqa: BLE001 - a bug must cost one cell, not the run
-        log = cell_dir / "traceback.log"
+        return run.errors(_internal_error(cell, cell_dir, error))
+
+
+# A full or read-only disk, an I/O error, no memory: the machine's state, which a run cannot fix.
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.ENOMEM})
+
+
+def _internal_error(cell: Cell, cell_dir: Path, error: Exception) -> str:
+    """The one-line reason of a bug, its traceback kept in CELL/traceback.log when it can be written."""
+    log = cell_dir / "traceback.log"
+    try:
         log.write_text(traceback.format_exc())
-        logger.error("%s: internal error %s: %s (traceback: %s)", cell.id, type(error).__name__, error, log)
-        return run.errors(f"internal error in stapmatrix: {type(error).__name__}: {error}; traceback: {log}")
+        where = f"traceback: {log}"
+    except OSError as write_error:
+        where = f"the traceback could not be written to {log} ({write_error.strerror})"
+    logger.error("%s: internal error %s: %s (%s)", cell.id, type(error).__name__, error, where)
+    return f"internal error in stapmatrix: {type(error).__name__}: {error}; {where}"
 
 
 def _run(cell: Cell, context: CellContext, cell_dir: Path, progress: Progress, archive: Archive,

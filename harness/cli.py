@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -248,6 +249,14 @@ def add_report_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     diff.set_defaults(handler=command_diff)
 
 
+def ascii_int(text: str) -> int:
+    """argparse's `int` also takes other scripts' digits ("٣٠"); the directives take ASCII only,
+    and so does the command line."""
+    if not re.fullmatch(r"-?[0-9]{1,9}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number in ASCII digits")
+    return int(text)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="stapmatrix", description="Does systemtap build S still work on kernel K?")
     top.add_argument("-v", "--verbose", action="store_true")
@@ -259,11 +268,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--kernel-config", action="append", default=[], metavar="ITEM",
                      help="git: kernels: a config base (defconfig, tinyconfig), fragment file, in-tree "
                           "fragment (kvm_guest.config) or CONFIG_X=y line; repeatable, in order")
-    run.add_argument("--reruns", type=int, default=1,
+    run.add_argument("--reruns", type=ascii_int, default=1,
                      help="try a test that did not pass again in a fresh boot this many times (default 1; 0: never)")
     run.add_argument("--stap", required=True, help="a systemtap build: deb:5.1-5, git:URL@REF or path:DIR")
     run.add_argument("--json", help="write results.json here (default: in the run's artifact directory)")
-    run.add_argument("--timeout", type=int, help="seconds each script may run in the guest (overrides directives)")
+    run.add_argument("--timeout", type=ascii_int, help="seconds each script may run in the guest (overrides directives)")
     run.add_argument("--stap-arg", action="append", default=[], help="an extra stap option, repeatable")
     run.add_argument("--testsuite", action="append", default=[], metavar="EXP",
                      help="a systemtap testsuite file to run (git:/path: builds), repeatable")
@@ -312,8 +321,11 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]stapmatrix: {error}[/]", markup=True, highlight=False)
         return 2
     except KeyboardInterrupt:
-        docker_env.remove_own_containers()
-        console.print("[red]interrupted: containers of this run removed[/]")
+        if docker_env.connected():  # check, report, diff never connect: nothing to wait for
+            docker_env.remove_own_containers()
+            console.print("[red]interrupted: containers of this run removed[/]")
+        else:
+            console.print("[red]interrupted[/]")
         return 130
 
 

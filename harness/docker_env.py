@@ -125,6 +125,18 @@ def remove_orphans() -> list[str]:
     return removed
 
 
+def remove_quietly(container: Container) -> None:
+    """Remove a container in a `finally`: a failure here must not hide the error being raised.
+    With the daemon out of reach it stays behind, and the next run's orphan clean-up removes it."""
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+        logger.warning("could not remove container %s (%s); the next run removes it", container.name,
+                       error.__class__.__name__)
+
+
 def exit_cleanly_on_sigterm() -> None:
     """SIGTERM (pytest-timeout's kill, `kill PID`, a CI runner stopping) should unwind like
     Ctrl-C, so the `finally` blocks remove our containers; Python's default just dies."""
@@ -135,8 +147,17 @@ def exit_cleanly_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def connected() -> bool:
+    """Whether this process has connected to Docker (and so may have started containers)."""
+    return client.cache_info().currsize > 0
+
+
 def remove_own_containers() -> None:
-    """At exit: remove what this process started and did not remove itself."""
+    """At exit: remove what this process started and did not remove itself. A process that
+    never connected started nothing, and must not wait on a daemon that may hang (Ctrl-C
+    during `check`)."""
+    if not connected():
+        return
     try:
         containers = client().containers.list(
             all=True, filters={"label": [f"{LABEL}=1", f"{OWNER_PID_LABEL}={os.getpid()}"]}
@@ -144,10 +165,7 @@ def remove_own_containers() -> None:
     except Exception:  # noqa: BLE001 - best effort at interpreter exit
         return
     for container in containers:
-        try:
-            container.remove(force=True)
-        except docker.errors.APIError:
-            pass
+        remove_quietly(container)
 
 
 def run_to_completion(image: str, command: list[str], *, what: str, timeout_s: float, log_path: Path,
@@ -179,13 +197,10 @@ def run_to_completion(image: str, command: list[str], *, what: str, timeout_s: f
         if time.monotonic() >= deadline:
             raise InfraError(f"{what} did not finish within {timeout_s:.0f} s and was stopped; log: {log_path}")
         return int(status.get("StatusCode", 1)), "".join(output)
-    except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout) as error:
+    except requests.exceptions.RequestException as error:
         raise InfraError(f"{what}: lost the connection to Docker ({error.__class__.__name__}); log: {log_path}") from None
     finally:
-        try:
-            container.remove(force=True)
-        except docker.errors.APIError:
-            pass
+        remove_quietly(container)
 
 
 def _kill_at(container: Container, deadline: float) -> None:
@@ -193,13 +208,13 @@ def _kill_at(container: Container, deadline: float) -> None:
         time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
         try:
             container.reload()
-        except docker.errors.APIError:
-            return
+        except (docker.errors.APIError, requests.exceptions.RequestException):
+            return  # gone, or the daemon is: the main thread reports that
         if container.status != "running":
             return
     try:
         container.kill()
-    except docker.errors.APIError:
+    except (docker.errors.APIError, requests.exceptions.RequestException):
         pass
 
 
@@ -209,10 +224,13 @@ def exec_with_limit(container: Container, command: list[str], *, what: str, time
     coreutils' timeout inside the container (exit 124 when it was stopped), and the error
     names the step."""
     wrapped = ["timeout", "--kill-after=10", str(int(timeout_s)), *command]
+    started = time.monotonic()
     try:
         code, output = container.exec_run(wrapped, workdir=workdir, environment=environment)
-    except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout) as error:
+    except requests.exceptions.RequestException as error:
         raise InfraError(f"{what}: lost the connection to Docker ({error.__class__.__name__})") from None
-    if code in (124, 137):
+    # 124 and 137 are also what a command says when it exits 124 or is killed (the OOM killer,
+    # `kill -9`) well before the limit: only the clock tells a time limit from those.
+    if code in (124, 137) and time.monotonic() - started >= timeout_s:
         raise InfraError(f"{what} did not finish within {timeout_s:.0f} s and was stopped")
     return int(code), bytes(output)

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 GIT_LIMIT_S = 900  # a first clone of a big repository over a slow link
 ALLOWED_TRANSPORTS = "file:git:http:https:ssh"
 SCP_LIKE_RE = re.compile(r"^[\w.-]+@[\w.-]+:")
+# git's remote helpers (`ext::CMD` runs CMD, `fd::N`): git takes `NAME::` at the start of a
+# URL as one, with no `://` for is_local to see.
+REMOTE_HELPER_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)::")
 CREDENTIALS_RE = re.compile(r"(?<=://)[^/@\s]+@")
 
 
@@ -39,14 +42,15 @@ def is_local(url: str) -> bool:
     return "://" not in url and not SCP_LIKE_RE.match(url)
 
 
-def _environment() -> dict[str, str]:
-    environment = dict(os.environ)
-    environment.update(GIT_ALLOW_PROTOCOL=ALLOWED_TRANSPORTS, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="/bin/false",
+def environment() -> dict[str, str]:
+    """git's environment for every call: allowed transports, no prompts, any owner."""
+    env = dict(os.environ)
+    env.update(GIT_ALLOW_PROTOCOL=ALLOWED_TRANSPORTS, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="/bin/false",
                        LC_ALL="C")
     # A repository owned by another user (a checkout mounted from elsewhere, or root running
     # on a user's tree) is refused by git as "dubious ownership"; reading it is what we want.
-    environment.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory", GIT_CONFIG_VALUE_0="*")
-    return environment
+    env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory", GIT_CONFIG_VALUE_0="*")
+    return env
 
 
 def run(*args: str, cwd: str | None = None, what: str, timeout_s: float = GIT_LIMIT_S,
@@ -54,18 +58,31 @@ def run(*args: str, cwd: str | None = None, what: str, timeout_s: float = GIT_LI
     """git ARGS; its stdout, or an InfraError naming `what` with git's own message."""
     try:
         completed = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False,
-                                   timeout=timeout_s, env=_environment(), input=input_text)
+                                   timeout=timeout_s, env=environment(), input=input_text)
     except subprocess.TimeoutExpired:
         raise InfraError(f"{mask(what)}: git {args[0]} did not finish within {timeout_s:.0f} s") from None
     except FileNotFoundError:
         raise InfraError("git is not installed: `apt-get install git`") from None
     if completed.returncode != 0:
-        said = mask(completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else f"exit {completed.returncode}")
-        raise InfraError(f"{mask(what)}: {said}")
+        raise InfraError(f"{mask(what)}: {mask(git_said(completed.stderr, completed.returncode))}")
     return completed.stdout
 
 
+def git_said(stderr: str, code: int) -> str:
+    """git's own reason: its `fatal:`/`error:` lines (the last line is often advice, such as
+    "and the repository exists.")."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    reasons = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    return "; ".join(reasons[:2]) if reasons else lines[-1] if lines else f"exit {code}"
+
+
 def check_transport(url: str, where: str) -> None:
+    helper = REMOTE_HELPER_RE.match(url)
+    if helper:
+        raise MatrixError(f"{where}: git transport {helper.group(1) + '::'!r} in {mask(url)} is not allowed "
+                          f"(allowed: {ALLOWED_TRANSPORTS.replace(':', ', ')}, or a local directory)")
+    if url.startswith("-"):  # git would read it as an option (`-oProxyCommand=...`)
+        raise MatrixError(f"{where}: git URL {mask(url)!r} starts with '-'; give a URL or a directory path")
     if is_local(url):
         return
     scheme = url.split("://", 1)[0] if "://" in url else "ssh"
@@ -85,14 +102,15 @@ def _mirror_dir(url: str) -> Path:
                     cwd=str(directory), what=f"updating the mirror of {url}")
                 return directory
             except InfraError as error:
-                if "not a git repository" not in str(error) and "corrupt" not in str(error) \
-                        and "bad object" not in str(error) and "does not appear" not in str(error):
-                    raise
-                logger.warning("%s: the mirror is broken (%s); cloning again", mask(url), error)
-                shutil.rmtree(directory)
+                # Broken (not a repository, corrupt) or incomplete (a ref to objects it lacks:
+                # "did not send all necessary objects"): git's messages vary, so any failure
+                # gets a fresh clone. If the server is out of reach the clone fails too, with
+                # git's own reason, and the old mirror is left as it was.
+                logger.warning("%s: updating the mirror failed (%s); cloning it again", mask(url), error)
         partial = directory.with_name(directory.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        run("clone", "--bare", "--quiet", url, str(partial), what=f"cloning {url}")
+        run("clone", "--bare", "--quiet", "--", url, str(partial), what=f"cloning {url}")
+        shutil.rmtree(directory, ignore_errors=True)
         partial.rename(directory)  # a clone killed half-way never looks like a mirror
     return directory
 

@@ -13,6 +13,7 @@ run the tests after it.
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import os
 import re
@@ -20,7 +21,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
 from filelock import FileLock
@@ -143,19 +143,18 @@ def _boot(runner_image: str, guest_dir: Path, accel: str, only: str, boot: int, 
                 logs = container.logs().decode("utf-8", "replace")[-600:]
                 (guest_dir / f"qemu-{boot}.log").write_text(logs)
             return True
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as error:
-            # docker-py reports wait()'s own timeout as either; only a daemon that no longer
-            # answers means the connection was lost (then the guest's fate is unknown).
-            if not docker_env.daemon_answers():
+        except requests.exceptions.RequestException as error:
+            # docker-py reports wait()'s own timeout as ReadTimeout or ConnectionError; only a
+            # daemon that no longer answers means the connection was lost (then the guest's
+            # fate is unknown). A connection cut mid-response is ChunkedEncodingError.
+            timed_out = isinstance(error, (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError))
+            if not timed_out or not docker_env.daemon_answers():
                 raise InfraError(f"lost the connection to Docker while the guest ran ({error.__class__.__name__}); "
                                  "the guest's fate is unknown") from None
             container.kill()
             return False
     finally:
-        try:
-            container.remove(force=True)
-        except docker.errors.APIError:
-            pass
+        docker_env.remove_quietly(container)
 
 
 def choose_accel(runner_image: str, guest_dir: Path) -> tuple[str, str]:
@@ -219,7 +218,7 @@ def parse_results(text: str, boot: int, runs: dict[str, TestRun],
     chunks: dict[tuple[str, str], list[str]] = {}
     for raw in text.splitlines():
         line = raw.strip("\r\n\x00 ")
-        if not line.startswith("@@SM "):
+        if not line.startswith("@@SM"):  # "@@SM" alone: a record cut right after its marker
             continue
         words = line.split()
         kind = words[1] if len(words) > 1 else ""
@@ -250,7 +249,12 @@ def parse_results(text: str, boot: int, runs: dict[str, TestRun],
                 garbled.setdefault(current, line[:200])
     for (kind, name), parts in chunks.items():
         if name in runs:
-            decoded = base64.b64decode("".join(parts) + "===").decode("utf-8", "replace")
+            try:
+                decoded = base64.b64decode("".join(parts) + "===").decode("utf-8", "replace")
+            except binascii.Error as error:  # a chunk cut short: its length is no base64 length
+                if garbled is not None:
+                    garbled.setdefault(name, f"@@SM {kind} {name}: {error}")
+                continue
             if kind == "OUT":
                 runs[name].stdout = decoded
             else:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import docker.errors
+import requests.exceptions
 from filelock import FileLock
 
 from harness import docker_env, kernels, sources
@@ -97,31 +98,39 @@ def _context(dockerfile: str, files: tuple[str, ...], extra: dict[str, bytes] | 
     return buffer.getvalue(), contents
 
 
-def _docker_build(context: bytes, buildargs: dict[str, str], tag: str, log_path: Path, progress: Progress) -> None:
+def _docker_build(context: bytes, buildargs: dict[str, str], tag: str, log_path: Path, progress: Progress,
+                  network: str = "host") -> None:
+    """Build and tag. `network` is the RUN steps' network: "host" for steps that download,
+    "none" for steps that run code from a source tree (which then have nothing to retry)."""
     api = docker_env.client().api
     last_error = ""
-    for attempt in range(1, BUILD_ATTEMPTS + 1):
+    for attempt in range(1, (BUILD_ATTEMPTS if network != "none" else 1) + 1):
         image_id = None
         tail: list[str] = []
         with log_path.open("a") as log:
-            log.write(f"=== attempt {attempt}: {tag} {buildargs}\n")
-            for chunk in api.build(
-                fileobj=io.BytesIO(context), custom_context=True, buildargs=buildargs, rm=True,
-                forcerm=True, decode=True, network_mode="host", labels={docker_env.LABEL: "1"},
-                pull=False,
-            ):
-                text = chunk.get("stream", "")
-                if text:
-                    log.write(text)
-                    log.flush()  # users tail this file during long builds
-                    tail = (tail + ANSI_RE.sub("", text).splitlines())[-25:]
-                    if text.startswith("Step "):
-                        progress(f"{tag}: {text.strip()[:120]}")
-                if "aux" in chunk and "ID" in chunk["aux"]:
-                    image_id = chunk["aux"]["ID"]
-                if "error" in chunk:
-                    last_error = chunk["error"].strip()
-                    log.write(f"ERROR: {last_error}\n")
+            log.write(f"=== attempt {attempt}: {tag} {buildargs} (network: {network})\n")
+            try:
+                for chunk in api.build(
+                    fileobj=io.BytesIO(context), custom_context=True, buildargs=buildargs, rm=True,
+                    forcerm=True, decode=True, network_mode=network, labels={docker_env.LABEL: "1"},
+                    pull=False,
+                ):
+                    text = chunk.get("stream", "")
+                    if text:
+                        log.write(text)
+                        log.flush()  # users tail this file during long builds
+                        tail = (tail + ANSI_RE.sub("", text).splitlines())[-25:]
+                        if text.startswith("Step "):
+                            progress(f"{tag}: {text.strip()[:120]}")
+                    if "aux" in chunk and "ID" in chunk["aux"]:
+                        image_id = chunk["aux"]["ID"]
+                    if "error" in chunk:
+                        last_error = chunk["error"].strip()
+                        log.write(f"ERROR: {last_error}\n")
+            except requests.exceptions.RequestException as error:
+                # The client's read timeout (a step silent for that long) or a daemon gone.
+                raise InfraError(f"building {tag}: lost the connection to Docker or the build was silent too long "
+                                 f"({error.__class__.__name__}); log: {log_path}") from None
         if image_id and not last_error:
             repository, _, version = tag.partition(":")
             api.tag(image_id, repository, version)
@@ -153,14 +162,15 @@ def dockerfile_tag(kind: str, dockerfile: str, files: tuple[str, ...], buildargs
 
 
 def _build_dockerfile(kind: str, dockerfile: str, files: tuple[str, ...], buildargs: dict[str, str],
-                      progress: Progress, extra: Callable[[], dict[str, bytes]] | None = None) -> str:
+                      progress: Progress, extra: Callable[[], dict[str, bytes]] | None = None,
+                      network: str = "host") -> str:
     """Build unless the tag exists. `extra` makes generated context files only when building;
     what they hold must be keyed by a build argument (a commit id, a content hash)."""
     tag = dockerfile_tag(kind, dockerfile, files, buildargs)
 
     def build(log: Path) -> None:
         context, _ = _context(dockerfile, files, extra() if extra else None)
-        _docker_build(context, buildargs, tag, log, progress)
+        _docker_build(context, buildargs, tag, log, progress, network)
 
     return _ensure(tag, build, progress)
 
@@ -282,17 +292,21 @@ def stap_image(base: str, stap: StapBuild, progress: Progress) -> str:
 
 def stap_source_image(base: str, stap: StapBuild, compilers: str, progress: Progress) -> str:
     """systemtap built from a git commit or a checkout: keyed by the commit id (or the tree's
-    content hash), so one commit is built once and serves every kernel."""
+    content hash), so one commit is built once and serves every kernel. Two steps: the
+    dependencies with network, then configure and make with none (code from the source tree
+    runs there)."""
 
     def source() -> dict[str, bytes]:
         if stap.spec.kind == "git":
             return {"source.tar": sources.git_tarball(stap.spec.value, stap.version)}
         return {"source.tar": sources.tree_tarball(Path(stap.spec.value))}
 
+    deps = _build_dockerfile("stap-deps", "stap-source-deps.Dockerfile", ("gcc-links.sh",),
+                             {"BASE": base, "COMPILERS": check_packages(compilers, "compiler packages")}, progress)
     return _build_dockerfile(
-        "stap", "stap-source.Dockerfile", ("stapmatrix-target.c", "gcc-links.sh"),
-        {"BASE": base, "SOURCE_ID": stap.version, "VERSION_LABEL": stap.version_label,
-         "COMPILERS": check_packages(compilers, "compiler packages")}, progress, source,
+        "stap", "stap-source.Dockerfile", ("stapmatrix-target.c",),
+        {"DEPS": deps, "SOURCE_ID": stap.version, "VERSION_LABEL": stap.version_label}, progress, source,
+        network="none",
     )
 
 

@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 import yaml
 
 from harness.errors import MatrixError
+from harness.gitrepo import mask
 from harness.scripts import TestScript, load_script
 
 T = TypeVar("T")
@@ -57,7 +58,9 @@ class StapSpec:
 
     @property
     def spec(self) -> str:
-        return f"git:{self.value}@{self.ref}" if self.kind == "git" else f"{self.kind}:{self.value}"
+        """The build as people and results name it; credentials in a URL are masked (the
+        value itself, which git uses, keeps them)."""
+        return f"git:{mask(self.value)}@{self.ref}" if self.kind == "git" else f"{self.kind}:{self.value}"
 
     @property
     def display_name(self) -> str:
@@ -91,7 +94,7 @@ class KernelSpec:
     def spec(self) -> str:
         if self.kind == "deb":
             return self.value
-        return f"git:{self.value}@{self.ref}" if self.kind == "git" else f"path:{self.value}"
+        return f"git:{mask(self.value)}@{self.ref}" if self.kind == "git" else f"path:{self.value}"
 
     @property
     def display_name(self) -> str:
@@ -174,7 +177,10 @@ def expand_path(text: str, base: Path, where: str) -> Path:
         path = Path(text).expanduser()
     except RuntimeError:
         raise MatrixError(f"{where}: cannot expand {text!r}: no such user's home directory") from None
-    return (path if path.is_absolute() else base / path).resolve()
+    try:
+        return (path if path.is_absolute() else base / path).resolve()
+    except (RuntimeError, OSError) as error:  # Python 3.11 raises RuntimeError for a symlink loop
+        raise MatrixError(f"{where}: cannot resolve {text!r}: {error}") from None
 
 
 # --- systemtap builds -------------------------------------------------------------------------
@@ -392,8 +398,10 @@ def _unique(path: Path, what: str, items: list[Located[str]]) -> None:
 def load_matrix(path: Path) -> Matrix:
     """Read and check a matrix file; raises MatrixError naming file and line."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise MatrixError(f"matrix file {path} does not exist")
+    if not path.is_file():
+        raise MatrixError(f"matrix file {path} is not a regular file (a directory or a device): give the YAML file")
     sections = _mapping(_compose(path), path, TOP_LEVEL_KEYS, "the matrix")
     for required in ("kernels", "stap", "tests"):
         if required not in sections:

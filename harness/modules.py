@@ -32,6 +32,7 @@ from pathlib import Path
 
 import docker.errors
 import docker.types
+import requests.exceptions
 from docker.models.containers import Container
 from filelock import FileLock
 
@@ -128,12 +129,9 @@ def cell_container(image: str, workdir: Path, kernel: KernelTree,
     finally:
         try:
             record_compile_peak(container_peak_mb(str(container.id), container.stats(stream=False)))
-        except (docker.errors.APIError, OSError, ValueError):
+        except (docker.errors.APIError, OSError, ValueError, requests.exceptions.RequestException):
             pass  # a measurement only: worker sizing falls back to the largest one seen
-        try:
-            container.remove(force=True)
-        except docker.errors.APIError:
-            pass
+        docker_env.remove_quietly(container)
 
 
 def _image_path(image: str) -> str:
@@ -181,12 +179,18 @@ def _store(entry: Path, module: str, log_path: Path, target: Path, record: dict[
     """Write a verdict into the cache: files first, in a directory renamed into place."""
     partial = entry.with_name(f".{entry.name}.{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    shutil.copy(log_path, partial / "compile.log")
-    if record["ok"]:
-        shutil.copy(target, partial / f"{module}.ko")
-        record["ko_sha256"] = _file_digest(target)
-    cache.write_entry(partial / "result.json", record)
+    try:
+        partial.mkdir(parents=True)
+        shutil.copy(log_path, partial / "compile.log")
+        if record["ok"]:
+            shutil.copy(target, partial / f"{module}.ko")
+            record["ko_sha256"] = _file_digest(target)
+        cache.write_entry(partial / "result.json", record)
+    except (OSError, InfraError) as error:  # a full disk: no half entry stays behind
+        shutil.rmtree(partial, ignore_errors=True)
+        why = error.strerror if isinstance(error, OSError) else str(error)
+        raise InfraError(f"cannot store the compile result in {entry.parent}: {why}; free space there, or set "
+                         "STAPMATRIX_CACHE to a directory with room") from None
     try:
         os.rename(partial, entry)
     except OSError:  # another process stored the same verdict first
@@ -223,7 +227,8 @@ def compile_script(container: Container, script: TestScript, kernel: KernelTree,
     if not ok:
         infra = INFRA_FAILURE_RE.search(log)
         if infra or exit_code in (137, 139) or (exit_code == 0 and not built.exists()):
-            why = infra.group(0) if infra else f"stap exited {exit_code} without a module"
+            killed = {137: "stap was killed (SIGKILL: out of memory, or by hand)", 139: "stap crashed (SIGSEGV)"}
+            why = infra.group(0) if infra else killed.get(exit_code, f"stap exited {exit_code} without a module")
             raise InfraError(f"compiling {script.name} failed for a reason outside the script ({why}); "
                              f"not cached; log: {log_path}")
     outcome = None if ok else classify_compile_failure(log)

@@ -31,6 +31,7 @@ from harness.archive import Archive
 from harness.cell import CellContext, run_cell
 from harness.cli import new_run_dir
 from harness.errors import InfraError, MatrixError, StapmatrixError
+from harness.gitrepo import mask
 from harness.matrix import Matrix, load_matrix
 from harness.outcomes import Outcome, Result, read_results, write_results
 from harness.plan import Cell, Plan, make_plan, select_cell
@@ -43,8 +44,13 @@ ITEMS = Path(__file__).resolve().with_name("matrix_items.py")  # the module that
 RUN_DIR_KEY = "stapmatrix_run_dir"
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     group = parser.getgroup("stapmatrix")
+    if not pluginmanager.has_plugin("xdist"):
+        # `-p no:xdist` (or xdist not installed): pyproject's addopts still says `--dist
+        # loadgroup`, which pytest would refuse as an unknown argument. Accept it and run the
+        # cells one after another in this process (`-n` stays unknown: pytest names it).
+        group.addoption("--dist", default="no", help="ignored without pytest-xdist (`-p no:xdist`)")
     group.addoption("--matrix", default=None, metavar="FILE",
                     help="matrix file to run (default: matrix.yaml in the current directory)")
     group.addoption("--cell", default=None, metavar="ID",
@@ -110,6 +116,7 @@ class MatrixSession:
 
     def cell_results(self, cell: Cell) -> list[Result]:
         if cell.id not in self.results:
+            _prepare_to_run_cells()
             context = CellContext(self.matrix.allow_splats, self.matrix.known_failure, self.reruns)
             progress = ProgressLog(self.run_dir / "progress.log", logger.info)
             progress(f"{cell.id}: starting ({len(cell.tests)} test(s))")
@@ -121,8 +128,27 @@ class MatrixSession:
         return self.results[cell.id]
 
 
+_prepared: list[bool] = []
+
+
+def _prepare_to_run_cells() -> None:
+    """Once per process, before its first cell, not at start-up: collecting (`--collect-only`,
+    `-k` that selects nothing) must never contact Docker, and only a process that starts
+    containers needs SIGTERM to unwind through their clean-up."""
+    if _prepared:
+        return
+    _prepared.append(True)
+    docker_env.exit_cleanly_on_sigterm()
+    try:
+        docker_env.remove_orphans()
+    except StapmatrixError:
+        pass  # no daemon: the cell reports it as its error, with how to start one
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "stapmatrix_cell(id): the matrix cell an item belongs to")
+    if not config.pluginmanager.has_plugin("xdist"):
+        config.addinivalue_line("markers", "xdist_group(name): pytest-xdist's grouping (inert without it)")
     if not _wants_matrix(config):
         return
     _collect_matrix_items(config)
@@ -137,21 +163,12 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(error)) from None
     except StapmatrixError as error:
         raise pytest.UsageError(f"cannot plan the matrix: {error}") from None
-    docker_env.exit_cleanly_on_sigterm()
     workerinput = getattr(config, "workerinput", None)
-    if workerinput is not None:
-        run_dir = Path(workerinput[RUN_DIR_KEY])
-    else:
-        if not config.option.collectonly:  # nothing will run: no need of Docker
-            try:
-                docker_env.remove_orphans()
-            except StapmatrixError as error:
-                raise pytest.UsageError(str(error)) from None
-        run_dir = new_run_dir()
+    run_dir = Path(workerinput[RUN_DIR_KEY]) if workerinput is not None else new_run_dir()
     for kernel in plan.kernels:
         config.addinivalue_line("markers", f"{_marker('kernel_', kernel.label)}: cells of kernel {kernel.spec.spec}")
     for stap in plan.staps:
-        config.addinivalue_line("markers", f"{_marker('stap_', stap.spec.value)}: cells of systemtap {stap.spec.spec}")
+        config.addinivalue_line("markers", f"{_marker('stap_', mask(stap.spec.value))}: cells of systemtap {stap.spec.spec}")
     reruns = config.getoption("reruns")
     if not 0 <= reruns <= 10:
         raise pytest.UsageError(f"--reruns {reruns}: give 0 (no second try) to 10")
@@ -161,6 +178,7 @@ def pytest_configure(config: pytest.Config) -> None:
 SESSION_KEY = pytest.StashKey[MatrixSession]()
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest must not refuse it under `-p no:xdist`
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """-n auto: the smaller of the cores and what memory allows (harness/resources.py)."""
     if SESSION_KEY not in config.stash:
@@ -173,6 +191,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 WORKERS_KEY = pytest.StashKey[str]()
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest must not refuse it under `-p no:xdist`
 def pytest_configure_node(node: object) -> None:
     """xdist controller hook: every worker writes into the controller's run directory."""
     config = node.config  # type: ignore[attr-defined]
@@ -190,7 +209,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     params = []
     for cell in session.plan.cells:
         marks = [pytest.mark.xdist_group(cell.id), getattr(pytest.mark, _marker("kernel_", cell.kernel.label)),
-                 getattr(pytest.mark, _marker("stap_", cell.stap.spec.value))]
+                 getattr(pytest.mark, _marker("stap_", mask(cell.stap.spec.value)))]
         if "stap_case" in wanted:
             params += [pytest.param((cell, t.name), id=f"{cell.id}-{t.name}", marks=marks) for t in cell.tests]
         elif "testsuite_case" in wanted:

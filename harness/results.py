@@ -50,6 +50,8 @@ def judge(script: TestScript, compiled: Compiled, guest: GuestRun | None, allow_
         limit = script.timeout_s * TIMEOUT_SCALE.get(guest.accel, 1)
         return Outcome.TIMEOUT, f"still running after {limit} s ({script.timeout_s} s x{limit // script.timeout_s} under {guest.accel.upper()}); stopped" + (
             "\n" + _first_lines(run.stderr) if run.stderr.strip() else "")
+    if run.status is None:  # END without RC: the record was lost on the way
+        return Outcome.ERROR, "the guest's result channel has no exit status for this test (a lost record)"
     if run.status != 0:
         return Outcome.FAIL_LOAD, f"staprun exited {run.status}: " + (_first_lines(run.stderr) or "(no message)")
     splat = splat_lines(run.console, allow_splats)

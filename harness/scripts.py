@@ -22,12 +22,22 @@ from harness.errors import MatrixError
 DIRECTIVE_RE = re.compile(r"^\s*(?://|#|/\*)\s*stapmatrix:\s*(\S+)\s*(.*?)\s*(\*/)?\s*$")
 # A comment that looks like a directive with a misspelt prefix ("stapmatrx:", "stap-matrix:"):
 # silently ignoring it would drop an expectation, so it is an error.
-NEAR_DIRECTIVE_RE = re.compile(r"^\s*(?://|#)\s*(stap[-_ ]?ma?t?r?i?x\w*|sm)\s*:\s*(expect|expect-re|stap-arg|timeout|run)\b",
-                               re.IGNORECASE)
+# A missing colon ("// stapmatrix expect hi") is caught too, and block comments like the
+# directive's own `/* stapmatrix: ... */` form.
+NEAR_DIRECTIVE_RE = re.compile(r"^\s*(?://|#|/\*)\s*(stap[-_ ]?ma?t?r?i?x\w*\s*:?|sm\s*:)\s*"
+                               r"(expect|expect-re|stap-arg|timeout|run)\b", re.IGNORECASE)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,40}$")
 ARG_RE = re.compile(r"^[A-Za-z0-9_=.,/:+-]+$")
 # Options the harness sets itself for every compile and run: a script may not change them.
-RESERVED_STAP_OPTIONS = ("-r", "-p", "-m", "-o", "-c", "-x", "--remote", "--use-server", "--tmpdir")
+# Also those that make stap print something instead of a module (-V, -l, -L, -h, --dump-*),
+# and -e, whose script text would replace the script file.
+RESERVED_STAP_OPTIONS = ("-r", "-p", "-m", "-o", "-c", "-x", "--remote", "--use-server", "--tmpdir",
+                         "-V", "-l", "-L", "-h", "-e", "--help", "--version", "--dump-", "--list-servers",
+                         "--clean-cache")
+RESERVED_SHORT = "rpmocxVlLhe"
+# stap's short options that take a value (its getopt string: hVvtp:I:e:E:o:R:r:a:m:kgPc:x:D:...):
+# in a cluster such as `-vp2`, letters after one of these are its value, not options.
+SHORT_WITH_VALUE = "pIeEoRramcxDsldLSBJGT"
 DEFAULT_TIMEOUT_S = 60
 KNOWN = ("expect", "expect-re", "stap-arg", "staprun-arg", "timeout", "run")
 # staprun options a script may add (verbosity, buffer size, reader timeout); the others
@@ -69,15 +79,34 @@ def _check_arg(arg: str, where: str) -> str:
     return arg
 
 
+def _reserved_option(arg: str) -> str | None:
+    """The reserved option `arg` sets, also inside a cluster of short options (`-vp2`)."""
+    if arg.startswith("--"):
+        # getopt_long also takes a unique abbreviation: `--rem=HOST` is --remote.
+        name = arg.split("=", 1)[0]
+        for option in RESERVED_STAP_OPTIONS:
+            if option.startswith("--") and len(name) > 2 and (
+                    option.startswith(name) or (option.endswith("-") and name.startswith(option))):
+                return option
+        return None
+    if arg.startswith("-"):
+        for letter in arg[1:]:
+            if letter in RESERVED_SHORT:
+                return "-" + letter
+            if letter in SHORT_WITH_VALUE:
+                return None  # the rest is this option's value
+    return None
+
+
 def check_stap_arg(arg: str, where: str) -> str:
     """An extra stap option: safe characters, and not one the harness sets itself."""
     _check_arg(arg, where)
-    for option in RESERVED_STAP_OPTIONS:
-        long_form = option.startswith("--")
-        if arg == option or arg.startswith(option + "=" if long_form else option):
-            raise MatrixError(f"{where}: stap option {arg!r} is set by stapmatrix itself "
-                              f"({', '.join(RESERVED_STAP_OPTIONS)} are reserved): the harness chooses "
-                              "the kernel, the pass, the module name and output, and runs the module itself")
+    option = _reserved_option(arg)
+    if option:
+        raise MatrixError(f"{where}: stap option {arg!r} sets {option}, which stapmatrix reserves "
+                          f"({', '.join(RESERVED_STAP_OPTIONS)}): the harness chooses the kernel, the pass, the "
+                          "module name and output, and runs the module itself; options that print instead of "
+                          "compiling leave no module to run")
     return arg
 
 
@@ -103,8 +132,11 @@ def _read_text(path: Path, where: str) -> str:
 def load_script(path: Path, extra_stap_args: tuple[str, ...] = (), timeout_s: int | None = None,
                 where: str = "") -> TestScript:
     """Parse a script's directives; raises MatrixError naming the file and line."""
-    path = Path(path).resolve()
     where = where or str(path)
+    try:
+        path = Path(path).resolve()
+    except (RuntimeError, OSError) as error:  # a symlink loop
+        raise MatrixError(f"{where}: cannot resolve test script {path}: {error}") from None
     if not path.exists():
         raise MatrixError(f"{where}: test script {path} does not exist")
     if not path.is_file():

@@ -54,11 +54,13 @@ def git_tarball(url: str, commit: str) -> bytes:
     pathspec = ["--", "."] + [f":(exclude,literal){path}" for path in missing] if missing else []
     try:
         completed = subprocess.run(["git", "archive", "--format=tar", commit, *pathspec], cwd=repository,
-                                   capture_output=True, check=False, timeout=gitrepo.GIT_LIMIT_S)
+                                   capture_output=True, check=False, timeout=gitrepo.GIT_LIMIT_S,
+                                   env=gitrepo.environment())
     except subprocess.TimeoutExpired:
         raise InfraError(f"git archive {commit} did not finish within {gitrepo.GIT_LIMIT_S} s") from None
     if completed.returncode != 0:
-        raise InfraError(f"git archive {commit} failed: {gitrepo.mask(completed.stderr.decode(errors='replace')[:400])}")
+        said = gitrepo.git_said(completed.stderr.decode(errors="replace"), completed.returncode)
+        raise InfraError(f"git archive {commit} failed: {gitrepo.mask(said)}")
     return completed.stdout
 
 

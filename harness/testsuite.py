@@ -23,7 +23,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker.errors
 from docker.models.containers import Container
 
 from harness import docker_env
@@ -141,10 +140,7 @@ def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, exp_fi
                     (out / name).write_bytes(copied)
                     artifacts[name] = str(out / name)
     finally:
-        try:
-            guest.remove(force=True)
-        except docker.errors.APIError:
-            pass
+        docker_env.remove_quietly(guest)
     sum_path = out / "systemtap.sum"
     if not sum_path.exists():
         raise InfraError(f"the testsuite wrote no systemtap.sum; make.log: {out / 'make.log'}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import docker_env
+from harness import archive, docker_env, settings
 from harness.cli import main
 from harness.errors import DockerUnavailableError
 from harness.outcomes import Outcome, Result, read_results
@@ -103,9 +104,11 @@ def test_pytest_front_end_runs_a_matrix(tmp_path: Path) -> None:
     assert outcomes["hang"].outcome is Outcome.XFAIL and outcomes["hang"].actual == "timeout"
 
 
-def _our_containers() -> list[str]:
+def _our_containers(pid: int | None = None) -> list[str]:
+    """Containers of ours (of process `pid` only, when given: other runs may share the daemon)."""
     return [c.name for c in docker_env.client().containers.list(all=True, filters={"label": f"{docker_env.LABEL}=1"})
-            if docker_env.OWNER_PID_LABEL in c.labels]
+            if docker_env.OWNER_PID_LABEL in c.labels
+            and (pid is None or c.labels[docker_env.OWNER_PID_LABEL] == str(pid))]
 
 
 def test_ctrl_c_during_a_boot_leaves_nothing(tmp_path: Path) -> None:
@@ -127,7 +130,7 @@ def test_ctrl_c_during_a_boot_leaves_nothing(tmp_path: Path) -> None:
     time.sleep(3)  # mid-boot
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 130
-    assert _our_containers() == []
+    assert _our_containers(process.pid) == []
     qemu = subprocess.run(["pgrep", "-f", "qemu-system-x86_64 -nodefaults"], check=False, capture_output=True, text=True)
     assert qemu.stdout.strip() == "", f"QEMU still running: {qemu.stdout}"
 
@@ -167,13 +170,25 @@ def test_broken_download_is_an_error_and_tags_nothing(tmp_path: Path, monkeypatc
     `error` with the reason, and no image is tagged."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    # Plan from the indexes the earlier tests cached: they are keyed by their mirror's URL, so
+    # copies are filed under the broken mirror's, in a cache of this test's own.
+    settings.reset_mirrors()
+    indexes = {suite.name: archive._index_path(suite) for suite in archive.SUITES}
     monkeypatch.setenv("STAPMATRIX_MIRROR", f"http://127.0.0.1:{server.server_address[1]}/debian")
-    monkeypatch.setenv("STAPMATRIX_OFFLINE", "1")  # plan from the indexes the earlier tests cached
+    monkeypatch.setenv("STAPMATRIX_OFFLINE", "1")
+    monkeypatch.setenv("STAPMATRIX_CACHE", str(tmp_path / "cache"))
+    settings.reset_mirrors()
+    for suite in archive.SUITES:
+        copy = archive._index_path(suite)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(indexes[suite.name], copy)
     tags_before = {t for i in docker_env.client().images.list() for t in i.tags}
     try:
         code, results, _ = run_cell(tmp_path, "broken", STAP_DIR / "begin_end.stp")
     finally:
         server.shutdown()
+        monkeypatch.undo()
+        settings.reset_mirrors()  # later tests must not inherit the broken mirror
     assert code == 1
     assert results["begin_end"].outcome is Outcome.ERROR
     assert "debootstrap" in results["begin_end"].detail

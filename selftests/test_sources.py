@@ -80,7 +80,7 @@ def test_matrix_forms(repo: Path, tmp_path: Path) -> None:
 
 
 def test_source_image_is_keyed_by_commit() -> None:
-    args = {"BASE": "b", "SOURCE_ID": "a" * 40, "VERSION_LABEL": "x"}
+    args = {"DEPS": "d", "SOURCE_ID": "a" * 40, "VERSION_LABEL": "x"}
     first = dockerfile_tag("stap", "stap-source.Dockerfile", ("stapmatrix-target.c",), args)
     assert first == dockerfile_tag("stap", "stap-source.Dockerfile", ("stapmatrix-target.c",), dict(args))
     assert first != dockerfile_tag("stap", "stap-source.Dockerfile", ("stapmatrix-target.c",),
