@@ -44,13 +44,27 @@ ITEMS = Path(__file__).resolve().with_name("matrix_items.py")  # the module that
 RUN_DIR_KEY = "stapmatrix_run_dir"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """`-p no:xdist`: pyproject's addopts still say `--dist loadgroup`, which pytest would
+    refuse as an unknown argument; drop it, and the cells run one after another in this
+    process (`-n` stays unknown: pytest names it)."""
+    if not early_config.pluginmanager.is_blocked("xdist"):
+        return
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--dist":
+            skip = True
+        elif not arg.startswith("--dist="):
+            kept.append(arg)
+    args[:] = kept
+
+
 def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
     group = parser.getgroup("stapmatrix")
-    if not pluginmanager.has_plugin("xdist"):
-        # `-p no:xdist` (or xdist not installed): pyproject's addopts still says `--dist
-        # loadgroup`, which pytest would refuse as an unknown argument. Accept it and run the
-        # cells one after another in this process (`-n` stays unknown: pytest names it).
-        group.addoption("--dist", default="no", help="ignored without pytest-xdist (`-p no:xdist`)")
     group.addoption("--matrix", default=None, metavar="FILE",
                     help="matrix file to run (default: matrix.yaml in the current directory)")
     group.addoption("--cell", default=None, metavar="ID",
