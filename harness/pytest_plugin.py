@@ -37,6 +37,7 @@ from harness.outcomes import Outcome, Result, read_results, write_results
 from harness.plan import Cell, Plan, make_plan, select_cell
 from harness.progress import ProgressLog, Relay
 from harness.report import render_terminal, write_run_reports
+from harness.settings import artifacts_root
 
 logger = logging.getLogger("stapmatrix")
 
@@ -178,7 +179,12 @@ def pytest_configure(config: pytest.Config) -> None:
     except StapmatrixError as error:
         raise pytest.UsageError(f"cannot plan the matrix: {error}") from None
     workerinput = getattr(config, "workerinput", None)
-    run_dir = Path(workerinput[RUN_DIR_KEY]) if workerinput is not None else new_run_dir()
+    if workerinput is not None:
+        run_dir = Path(workerinput[RUN_DIR_KEY])
+    elif config.option.collectonly:  # nothing will run: no run directory to leave behind
+        run_dir = artifacts_root() / "collect-only"
+    else:
+        run_dir = new_run_dir()
     for kernel in plan.kernels:
         config.addinivalue_line("markers", f"{_marker('kernel_', kernel.label)}: cells of kernel {kernel.spec.spec}")
     for stap in plan.staps:
@@ -192,10 +198,13 @@ def pytest_configure(config: pytest.Config) -> None:
 SESSION_KEY = pytest.StashKey[MatrixSession]()
 
 
-@pytest.hookimpl(optionalhook=True)  # an xdist hook: pytest must not refuse it under `-p no:xdist`
+# An xdist hook (optional: pytest must not refuse it under `-p no:xdist`), tried before
+# xdist's own, which would answer the number of cores.
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """-n auto: the smaller of the cores and what memory allows (harness/resources.py)."""
-    if SESSION_KEY not in config.stash:
+    """-n auto: the smaller of the cores and what memory allows (harness/resources.py).
+    xdist asks before pytest_configure, so this cannot wait for the matrix session."""
+    if not _wants_matrix(config):
         return None
     count, why = resources.workers()
     config.stash[WORKERS_KEY] = why

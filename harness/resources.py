@@ -59,14 +59,34 @@ def container_peak_mb(container_id: str, stats: dict[str, object] | None) -> int
     return 0
 
 
+def _cgroup_room_mb() -> int | None:
+    """What this process's memory cgroup still allows (a container or CI job with a limit),
+    or None without a limit. cgroup v2: memory.max - memory.current; v1: limit - usage."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or not limit.isdigit() or int(limit) >= 1 << 60:
+            return None
+        return max(0, int(limit) - usage) // (1024 * 1024)
+    return None
+
+
 def available_mb() -> int:
+    """Memory a run can use: the kernel's MemAvailable, or less under a cgroup limit."""
+    available = 0
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) // 1024
+                available = int(line.split()[1]) // 1024
     except OSError:
         pass
-    return 0
+    room = _cgroup_room_mb()
+    return min(available, room) if room is not None and available else (room or available)
 
 
 def workers(guest_mb: int = DEFAULT_GUEST_MB) -> tuple[int, str]:
