@@ -217,11 +217,6 @@ def _index_paths(suite: Suite) -> tuple[Path, Path]:
     return directory / f"{stem}.json", directory / f"{stem}.catalogue.json"
 
 
-def _index_path(suite: Suite) -> Path:
-    """The cache entry of a suite's index (the packages stapmatrix resolves), keyed by its mirror."""
-    return _index_paths(suite)[0]
-
-
 def _refresh(suite: Suite) -> None:
     """Fetch, verify and parse the suite's index into its two cache entries, unless fresh."""
     main_path, catalogue_path = _index_paths(suite)

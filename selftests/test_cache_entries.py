@@ -187,7 +187,7 @@ SUITE = archive.SUITE_BY_NAME["trixie-security"]  # a small real index
 
 def _index_path() -> Path:
     settings.reset_mirrors()
-    return archive._index_path(SUITE)
+    return archive._index_paths(SUITE)[0]
 
 
 @pytest.fixture
