@@ -306,6 +306,20 @@ class Archive:
         self.packages(suite)
         return self._by_name[suite].get(name, [])
 
+    def index_stamps(self, bases: tuple[str, ...]) -> list[str]:
+        """When each suite's index was fetched (and from where): what a conclusion drawn from
+        the indexes depends on."""
+        from harness.kernel_debian import BASE_SUITE_SOURCES
+
+        stamps = []
+        for base in bases:
+            for suite in BASE_SUITE_SOURCES[base]:
+                main_path, _ = _index_paths(SUITE_BY_NAME[suite])
+                self.packages(suite)  # fetched if stale
+                entry = cache.read_entry(main_path) or {}
+                stamps.append(f"{suite}:{entry.get('url', '')}:{entry.get('fetched', '')}")
+        return stamps
+
     def catalogue(self, suite: str) -> dict[str, list[list[object]]]:
         """name -> [[version, provides]] of every package of a suite (dependency checks)."""
         if suite not in self._catalogue:

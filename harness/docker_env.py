@@ -137,6 +137,17 @@ def remove_quietly(container: Container) -> None:
                        error.__class__.__name__)
 
 
+_REMOVALS: list[threading.Thread] = []
+
+
+def remove_in_background(container: Container) -> None:
+    """Remove an exited container without waiting for it; `remove_own_containers` (at exit)
+    waits for these and removes whatever is still there."""
+    thread = threading.Thread(target=remove_quietly, args=(container,), name="stapmatrix-remove", daemon=True)
+    thread.start()
+    _REMOVALS.append(thread)
+
+
 def exit_cleanly_on_sigterm() -> None:
     """SIGTERM (pytest-timeout's kill, `kill PID`, a CI runner stopping) should unwind like
     Ctrl-C, so the `finally` blocks remove our containers; Python's default just dies."""
@@ -158,6 +169,8 @@ def remove_own_containers() -> None:
     during `check`)."""
     if not connected():
         return
+    for thread in _REMOVALS:
+        thread.join(timeout=30)
     try:
         containers = client().containers.list(
             all=True, filters={"label": [f"{LABEL}=1", f"{OWNER_PID_LABEL}={os.getpid()}"]}

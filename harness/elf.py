@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 from harness.errors import InfraError
 
 
 def build_id(path: Path) -> str:
+    # pyelftools is imported here: planning and warm cells never read an ELF file.
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         with path.open("rb") as stream:
             elf = ELFFile(stream)
@@ -27,6 +28,9 @@ def build_id(path: Path) -> str:
 
 
 def has_dwarf(path: Path) -> bool:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         with path.open("rb") as stream:
             return ELFFile(stream).get_section_by_name(".debug_info") is not None

@@ -90,16 +90,15 @@ class GuestRun:
 DEFAULT_MEMORY_MB = 1024
 
 
-def guest_memory_mb(guest_dir: Path, initrd: str = "initramfs.cpio.gz") -> int:
-    """Enough memory for the kernel, the unpacked initramfs (a tmpfs: gzip -1 packs it about
-    3:1, and it is held packed and unpacked while it unpacks) and the modules' buffers: 1 GiB,
-    or more for a big initramfs."""
+def guest_memory_mb(guest_dir: Path, initrd: str = "initramfs.cpio") -> int:
+    """Enough memory for the kernel, the initramfs (held twice while it unpacks into a tmpfs)
+    and the modules' buffers: 1 GiB, or more for a big initramfs."""
     packed = (guest_dir / initrd).stat().st_size if (guest_dir / initrd).exists() else 0
-    needed = 512 + (packed * 5) // (1024 * 1024)
+    needed = 512 + (packed * 3) // (1024 * 1024)
     return max(DEFAULT_MEMORY_MB, (needed + 127) // 128 * 128)
 
 
-def qemu_command(accel: str, only: str, boot: int | str, probe: bool = False, initrd: str = "initramfs.cpio.gz",
+def qemu_command(accel: str, only: str, boot: int | str, probe: bool = False, initrd: str = "initramfs.cpio",
                  extra_append: str = "", extra_args: tuple[str, ...] = (), memory_mb: int = DEFAULT_MEMORY_MB) -> list[str]:
     """QEMU's argv. Logs go to /guest/console-BOOT.log (ttyS0) and /guest/results-BOOT.log
     (ttyS1, the result channel); -nodefaults leaves the guest without a network card."""
@@ -136,12 +135,14 @@ def _boot(runner_image: str, guest_dir: Path, accel: str, only: str, boot: int, 
     guest stopped answering). Losing Docker is an infrastructure error, not a hang."""
     command = qemu_command(accel, only, boot, probe, memory_mb=guest_memory_mb(guest_dir))
     container = start_guest(runner_image, guest_dir, accel, command)
+    ended = False
     try:
         try:
             result = container.wait(timeout=limit_s)
             if result.get("StatusCode", 0) != 0:
                 logs = container.logs().decode("utf-8", "replace")[-600:]
                 (guest_dir / f"qemu-{boot}.log").write_text(logs)
+            ended = True
             return True
         except requests.exceptions.RequestException as error:
             # docker-py reports wait()'s own timeout as ReadTimeout or ConnectionError; only a
@@ -154,7 +155,10 @@ def _boot(runner_image: str, guest_dir: Path, accel: str, only: str, boot: int, 
             container.kill()
             return False
     finally:
-        docker_env.remove_quietly(container)
+        if ended:  # QEMU is gone: removing its container need not hold the cell up
+            docker_env.remove_in_background(container)
+        else:
+            docker_env.remove_quietly(container)
 
 
 def choose_accel(runner_image: str, guest_dir: Path) -> tuple[str, str]:

@@ -253,14 +253,14 @@ def _initramfs_key(stap_key: str, kernel: KernelTree, workdir: Path, list_text: 
 
 def pack_guest(container_factory: Callable[[], Container] | Container | None, kernel: KernelTree, workdir: Path,
                stap_key: str, with_stapsh: bool = False) -> Path:
-    """OUT/initramfs[-stapsh].cpio.gz and OUT/vmlinuz for the guest, from the cache when the
+    """OUT/initramfs[-stapsh].cpio and OUT/vmlinuz for the guest, from the cache when the
     same modules, list, init and systemtap build were packed before."""
-    name = "initramfs-stapsh.cpio.gz" if with_stapsh else "initramfs.cpio.gz"
+    name = "initramfs-stapsh.cpio" if with_stapsh else "initramfs.cpio"
     image = workdir / name
     shutil.copy(kernel.vmlinuz_path, workdir / "vmlinuz")
     list_text = (workdir / "list").read_text() if (workdir / "list").exists() else ""
     key = _initramfs_key(stap_key, kernel, workdir, list_text, "stapsh" if with_stapsh else "")
-    cached = cache_dir() / "initramfs" / f"{key}.cpio.gz"
+    cached = cache_dir() / "initramfs" / f"{key}.cpio"
     if cached.exists():
         shutil.copy(cached, image)
         return image

@@ -13,16 +13,18 @@ to gcc-16. Each cell takes the oldest base that can install both of its parts.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness import kernels, sources
+from harness import cache, kernels, sources
 from harness.archive import Archive
 from harness.errors import MatrixError
 from harness.kernel_debian import BASE_SUITE_SOURCES
 from harness.kernels import BASE_SUITES, KernelBuild
 from harness.matrix import KernelSpec, Matrix, StapSpec
 from harness.scripts import TestScript
+from harness.settings import cache_dir
 
 STAP_PACKAGES = ("systemtap", "systemtap-runtime", "systemtap-common")
 
@@ -104,7 +106,20 @@ def resolve_stap(archive: Archive, spec: StapSpec, where: str) -> StapBuild:
 
 
 def _stap_base(archive: Archive, suite: str, version: str) -> tuple[str, str]:
-    """The oldest base whose suites meet every dependency of the systemtap packages."""
+    """The oldest base whose suites meet every dependency of the systemtap packages; the
+    answer is remembered until the indexes it was read from are fetched again (reading the
+    catalogues of every package costs more than the rest of planning)."""
+    key = hashlib.sha256("\0".join([suite, version, *archive.index_stamps(BASE_SUITES)]).encode()).hexdigest()[:24]
+    memo = cache_dir() / "plans" / f"stap-base-{key}.json"
+    known = cache.read_entry(memo)
+    if isinstance(known, list) and len(known) == 2:
+        return str(known[0]), str(known[1])
+    base, reason = _stap_base_from_indexes(archive, suite, version)
+    cache.write_entry(memo, [base, reason])
+    return base, reason
+
+
+def _stap_base_from_indexes(archive: Archive, suite: str, version: str) -> tuple[str, str]:
     parts = [p for name in STAP_PACKAGES if (p := archive.find(name, version)) is not None]
     for base in BASE_SUITES:
         sources_of_base = BASE_SUITE_SOURCES[base]

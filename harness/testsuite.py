@@ -114,9 +114,9 @@ def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, exp_fi
     with cell_container(cell_image, guest_dir, kernel) as packer:
         pack_guest(packer, kernel, guest_dir, stap_key, with_stapsh=True)
 
-    command = qemu_command(accel, "", "stapsh", initrd="initramfs-stapsh.cpio.gz", extra_append="sm.stapsh=1",
+    command = qemu_command(accel, "", "stapsh", initrd="initramfs-stapsh.cpio", extra_append="sm.stapsh=1",
                            extra_args=tuple(qemu_stapsh_args()),
-                           memory_mb=guest_memory_mb(guest_dir, "initramfs-stapsh.cpio.gz"))
+                           memory_mb=guest_memory_mb(guest_dir, "initramfs-stapsh.cpio"))
     guest = start_guest(runner_image, guest_dir, accel, command)
     artifacts = {"testsuite_dir": str(out), "console": str(guest_dir / "console-stapsh.log")}
     try:

@@ -343,7 +343,7 @@ def _hanging_guest_dir(tmp_path: Path) -> Path:
     guest_dir = tmp_path / "guest"
     guest_dir.mkdir()
     os.mkfifo(guest_dir / "vmlinuz")
-    (guest_dir / "initramfs.cpio.gz").write_bytes(b"")
+    (guest_dir / "initramfs.cpio").write_bytes(b"")
     return guest_dir
 
 

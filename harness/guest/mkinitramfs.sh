@@ -4,7 +4,8 @@
 # this image's own staprun and stapio with their libraries (staprun/stapio must come from the
 # same systemtap build as the translator: the transport changed in 5.0), the uprobes target,
 # the compiled modules in OUTDIR/modules and the test list OUTDIR/list into
-# OUTDIR/initramfs.cpio.gz. With "stapsh", also stapsh and the virtio modules it needs to
+# OUTDIR/initramfs.cpio, uncompressed: under TCG the guest kernel spends about a second
+# gunzipping 30 MB (staprun's libraries), and copying it is cheaper. With "stapsh", also stapsh and the virtio modules it needs to
 # listen on a virtio-serial port (Debian builds virtio, virtio_pci and virtio_console as
 # modules; kernels stapmatrix builds have them built in), for `stap --remote` (systemtap's
 # testsuite). The harness copies the kernel itself from the kernel store.
@@ -14,6 +15,11 @@ root=$(mktemp -d)
 mkdir -p "$root/bin" "$root/tests" "$root/usr/local/bin"
 cp /bin/busybox "$root/bin/busybox"
 cp /guest/init "$root/init"
+mkdir -p "$root/etc"
+printf '%s\n' "proc /proc proc defaults 0 0" "sysfs /sys sysfs defaults 0 0" \
+    "devtmpfs /dev devtmpfs defaults 0 0" "tmpfs /tmp tmpfs defaults 0 0" \
+    "debugfs /sys/kernel/debug debugfs defaults 0 0" "tracefs /sys/kernel/tracing tracefs defaults 0 0" \
+    > "$root/etc/fstab"
 chmod 755 "$root/init"
 
 staprun=$(command -v staprun)
@@ -56,7 +62,11 @@ fi
 
 cp "$out"/modules/*.ko "$root/tests/" 2>/dev/null || true
 cp "$out/list" "$root/tests/list"
-image="$out/initramfs${with_stapsh:+-$with_stapsh}.cpio.gz"
-(cd "$root" && find . | cpio -o -H newc --quiet) | gzip -1 > "$image"
+# busybox's applets as links made here, not by `busybox --install` at every boot.
+for applet in $("$root/bin/busybox" --list); do
+    [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
+done
+image="$out/initramfs${with_stapsh:+-$with_stapsh}.cpio"
+(cd "$root" && find . | cpio -o -H newc --quiet) > "$image"
 rm -rf "$root"
 echo "initramfs: $image $(stat -c %s "$image") bytes, staprun $staprun, stapio $stapio"
