@@ -109,7 +109,8 @@ def bare_boot_seconds(cache: Path) -> float:
     times = []
     with tempfile.TemporaryDirectory(prefix="stapmatrix-bare-") as tmp:
         guest = Path(tmp)
-        stap_image = images.stap_image(images.base_image(build.base_suite, print), _stap_build(archive), print)
+        stap_image = images.stap_image(images.base_image(build.base_suite, print), build.base_suite,
+                                       _stap_build(archive), print)
         # busybox, and an init that powers off at once, packed where cpio and busybox are.
         script = ("set -e; mkdir -p /r/bin; cp /bin/busybox /r/bin/busybox; "
                   "printf '#!/bin/busybox sh\\n/bin/busybox poweroff -f\\n' > /r/init; chmod 755 /r/init; "

@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from debian import deb822
 from debian.debian_support import Version
@@ -241,15 +242,24 @@ def _refresh(suite: Suite) -> None:
                                   "packages": interesting})
 
 
-def _load_suite(suite: Suite) -> list[Package]:
+def _read_index(suite: Suite) -> dict[str, Any]:
+    """The suite's index entry (fetched first if stale): its packages, URL and fetch time."""
     main_path, _ = _index_paths(suite)
     with FileLock(str(main_path) + ".lock", timeout=900):
         _refresh(suite)
         entry = cache.read_entry(main_path)
     if entry is None:
         raise InfraError(f"the package index of {suite.name} could not be read back from {main_path}")
-    return [Package(str(n), str(v), suite.name, str(d), tuple(p), int(s), str(f), str(h))  # type: ignore[arg-type]
+    return dict(entry)
+
+
+def _packages_of(entry: dict[str, Any], suite: Suite) -> list[Package]:
+    return [Package(str(n), str(v), suite.name, str(d), tuple(p), int(s), str(f), str(h))
             for n, v, p, d, s, f, h in entry["packages"]]
+
+
+def _load_suite(suite: Suite) -> list[Package]:
+    return _packages_of(_read_index(suite), suite)
 
 
 def _load_catalogue(suite: Suite) -> dict[str, list[list[object]]]:
@@ -291,11 +301,14 @@ class Archive:
         self._by_name: dict[str, dict[str, list[Package]]] = {}
         self._catalogue: dict[str, dict[str, list[list[object]]]] = {}
         self._provided: dict[str, set[str]] = {}
+        self._stamps: dict[str, str] = {}  # suite -> where and when its index was fetched
 
     def packages(self, suite: str) -> list[Package]:
         """The packages stapmatrix resolves (kernels, systemtap, compilers) of a suite."""
         if suite not in self._by_suite:
-            self._by_suite[suite] = _load_suite(SUITE_BY_NAME[suite])
+            entry = _read_index(SUITE_BY_NAME[suite])
+            self._stamps[suite] = f"{suite}:{entry.get('url', '')}:{entry.get('fetched', '')}"
+            self._by_suite[suite] = _packages_of(entry, SUITE_BY_NAME[suite])
             by_name: dict[str, list[Package]] = {}
             for package in self._by_suite[suite]:
                 by_name.setdefault(package.name, []).append(package)
@@ -314,10 +327,8 @@ class Archive:
         stamps = []
         for base in bases:
             for suite in BASE_SUITE_SOURCES[base]:
-                main_path, _ = _index_paths(SUITE_BY_NAME[suite])
-                self.packages(suite)  # fetched if stale
-                entry = cache.read_entry(main_path) or {}
-                stamps.append(f"{suite}:{entry.get('url', '')}:{entry.get('fetched', '')}")
+                self.packages(suite)  # loaded (and fetched if stale) once per process
+                stamps.append(self._stamps[suite])
         return stamps
 
     def catalogue(self, suite: str) -> dict[str, list[list[object]]]:

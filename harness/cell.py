@@ -26,7 +26,7 @@ import requests.exceptions
 
 from harness import images
 from harness.archive import Archive
-from harness.errors import InfraError, StapmatrixError
+from harness.errors import InfraError, MatrixError, StapmatrixError
 from harness.guest import TIMEOUT_SCALE, GuestRun, choose_accel, run_guest
 from harness.matrix import KernelSpec, Rule, StapSpec
 from harness.modules import Compiled, compile_cell
@@ -44,6 +44,13 @@ Progress = Callable[[str], None]
 
 def _no_known_failure(kernel: KernelSpec, stap: StapSpec, test: str) -> Rule | None:
     return None
+
+
+def check_reruns(reruns: int) -> int:
+    """`--reruns` of either front end: 0 (no second try) to 10."""
+    if not 0 <= reruns <= 10:
+        raise MatrixError(f"--reruns {reruns}: give 0 (no second try) to 10")
+    return reruns
 
 
 @dataclass
@@ -161,7 +168,7 @@ def _run(cell: Cell, context: CellContext, cell_dir: Path, progress: Progress, a
     guest_dir = cell_dir / "guest"
     try:
         compiled = compile_cell(cell_images.cell, cell.tests, cell_images.kernel, guest_dir,
-                                images.content_key(cell_images.stap), progress)
+                                cell_images.stap_key, progress)
     except InfraError as error:
         run.stages["compile"] = Stage(time.monotonic() - started, False)
         return run.errors(f"compiling failed: {error}")
@@ -256,7 +263,7 @@ def _testsuite_results(cell: Cell, cell_images: images.CellImages, guest_dir: Pa
     try:
         lines, testsuite_artifacts = run_testsuite(
             cell_images.cell, cell_images.runner, cell_images.kernel, cell.testsuite, guest_dir, run.accel,
-            images.content_key(cell_images.stap), progress)
+            cell_images.stap_key, progress)
     except InfraError as error:
         return [run.result(f"testsuite:{exp}", Outcome.ERROR, str(error)) for exp in cell.testsuite]
     stage = {"images": run.stages["images"], "testsuite": Stage(time.monotonic() - started, False)}

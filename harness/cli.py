@@ -26,7 +26,7 @@ from rich.status import Status
 
 from harness import docker_env, kernel_store, kernels, report
 from harness.archive import Archive
-from harness.cell import CellContext, run_cell
+from harness.cell import CellContext, check_reruns, run_cell
 from harness.errors import MatrixError, StapmatrixError
 from harness.kconfig import parse_config_items
 from harness.matrix import EXP_RE, check_value, load_matrix, parse_kernel_spec, parse_stap_spec
@@ -68,8 +68,7 @@ def command_run(args: argparse.Namespace) -> int:
     spec = parse_stap_spec(args.stap, "--stap")
     if args.timeout is not None and not 1 <= args.timeout <= 3600:
         raise MatrixError(f"--timeout {args.timeout}: give whole seconds between 1 and 3600")
-    if not 0 <= args.reruns <= 10:
-        raise MatrixError(f"--reruns {args.reruns}: give 0 (no second try) to 10")
+    check_reruns(args.reruns)
     scripts = tuple(load_script(Path(s), tuple(args.stap_arg), args.timeout, where=s) for s in args.scripts)
     names = [s.name for s in scripts]
     if len(set(names)) != len(names):

@@ -275,12 +275,8 @@ def kernel_build_image(progress: Progress) -> str:
 BASE_COMPILERS = {"trixie": ("gcc-12", "gcc-14"), "sid": ("gcc-16",)}
 
 
-def base_suite_of(base: str) -> str:
-    return base.rsplit(":", 1)[1].split("-")[0]
-
-
-def stap_image(base: str, stap: StapBuild, progress: Progress) -> str:
-    compilers = " ".join(BASE_COMPILERS[base_suite_of(base)])
+def stap_image(base: str, base_suite: str, stap: StapBuild, progress: Progress) -> str:
+    compilers = " ".join(BASE_COMPILERS[base_suite])
     if stap.spec.kind != "deb":
         return stap_source_image(base, stap, compilers, progress)
     return _build_dockerfile(
@@ -368,7 +364,8 @@ class CellImages:
     def __init__(self, cell: Cell, archive: Archive, progress: Progress) -> None:
         self.base = base_image(cell.base_suite, progress)
         self.kernel: KernelTree = kernels.materialize(cell.kernel, archive, self.base, progress)
-        self.stap = stap_image(self.base, cell.stap, progress)
+        self.stap = stap_image(self.base, cell.base_suite, cell.stap, progress)
+        self.stap_key = content_key(self.stap)  # what the compile and initramfs caches are keyed by
         compilers, _ = kernels.compiler_packages(archive, self.kernel.cc, self.kernel.cc_version, cell.base_suite)
         if set(compilers) <= _provided(cell.base_suite):
             self.cell = self.stap

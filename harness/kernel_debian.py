@@ -29,7 +29,6 @@ from harness.kconfig import compiler_of
 from harness.kernel_store import KernelTree
 from harness.kernels import BASE_SUITES, KernelBuild, Progress
 from harness.matrix import KernelSpec
-from harness.settings import cache_dir
 
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
 EXTRACT_SCRIPT = IMAGES_DIR / "extract-kernel.sh"
@@ -163,7 +162,7 @@ def materialize(build: KernelBuild, archive: Archive, base_image: str, progress:
             files.append(download(package, debs, progress))
         dbg_file, others = files[-1], files[:-1]
         progress(f"kernel {abi}: extracting")
-        log = _log_path(build.key)
+        log = kernel_store.build_log(build.key)
         code, output = docker_env.run_to_completion(
             base_image, ["sh", "/extract-kernel.sh", abi, f"/debs/{dbg_file.name}", *(f"/debs/{f.name}" for f in others)],
             what=f"extracting kernel {abi}", timeout_s=EXTRACT_LIMIT_S, log_path=log, role="extract",
@@ -183,9 +182,3 @@ def materialize(build: KernelBuild, archive: Archive, base_image: str, progress:
                 "build_id": build_id(root / found["VMLINUX"]), "identity": f"Debian {abi} {build.identity}"}
 
     return kernel_store.ensure(build.key, f"Debian kernel {abi} {version}", make, progress)
-
-
-def _log_path(key: str) -> Path:
-    directory = cache_dir() / "build-logs"
-    directory.mkdir(parents=True, exist_ok=True)
-    return directory / f"kernel-{key}.log"

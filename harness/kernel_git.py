@@ -186,8 +186,7 @@ def materialize(build: KernelBuild, archive: Archive, base_image: str, progress:
         image = images.kernel_build_image(progress)
         (cache_dir() / "ccache").mkdir(exist_ok=True)
         workspace = _workspace(spec)
-        log = cache_dir() / "build-logs" / f"kernel-{build.key}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
+        log = kernel_store.build_log(build.key)
         with FileLock(str(workspace) + ".lock"):
             source, out, config_dir = workspace / "src", workspace / "out", workspace / "config"
             out.mkdir(exist_ok=True)

@@ -64,6 +64,13 @@ class KernelTree:
         return self.root / self.vmlinuz
 
 
+def build_log(key: str) -> Path:
+    """Where the extraction, build or packaging of the kernel `key` is logged."""
+    directory = cache_dir() / "build-logs"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"kernel-{key}.log"
+
+
 def store_dir() -> Path:
     path = cache_dir() / "kernels"
     path.mkdir(parents=True, exist_ok=True)

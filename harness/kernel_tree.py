@@ -21,7 +21,6 @@ from harness.kernel_debian import choose_base
 from harness.kernel_store import KernelTree
 from harness.kernels import KernelBuild, Progress
 from harness.matrix import KernelSpec
-from harness.settings import cache_dir
 
 BUILT_FILES = ("vmlinux", "arch/x86/boot/bzImage", "System.map", "Module.symvers", "include/config/kernel.release")
 
@@ -98,8 +97,7 @@ def materialize(build: KernelBuild, archive: Archive, base_image: str, progress:
 
     def make(root: Path) -> dict[str, object]:
         progress(f"kernel {build.spec.label}: copying {objtree} into the kernel store")
-        log = cache_dir() / "build-logs" / f"kernel-{build.key}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
+        log = kernel_store.build_log(build.key)
         fields: dict[str, object] = dict(kernel_package.package(source_tree(objtree), objtree, root, base_image, log))
         found = build_id(root / str(fields["vmlinux"]))
         if found != build.commit:

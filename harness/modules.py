@@ -26,7 +26,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,8 +197,13 @@ def _store(entry: Path, module: str, log_path: Path, target: Path, record: dict[
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def compile_script(container: Container, script: TestScript, kernel: KernelTree, workdir: Path,
-                   stap_key: str) -> Compiled:
+ContainerFactory = Callable[[], Container]
+
+
+def compile_script(container: ContainerFactory, script: TestScript, kernel: KernelTree, workdir: Path,
+                   stap_key: str, progress: Callable[[str], None] = logger.info) -> Compiled:
+    """The script's verdict from the compile cache, or from `stap -p4` in the container
+    `container()` gives (started only then)."""
     test_dir = workdir / "tests" / script.name
     test_dir.mkdir(parents=True, exist_ok=True)
     log_path = test_dir / "compile.log"
@@ -211,13 +216,14 @@ def compile_script(container: Container, script: TestScript, kernel: KernelTree,
     if cached:
         return cached
 
+    progress(f"{kernel.release}: compiling {script.name}")
     scripts = workdir / "scripts"
     scripts.mkdir(exist_ok=True)
     (scripts / f"{script.name}.stp").write_text(script.text)
     command = ["stap", "-p4", "-r", kernel.release, "-m", module, *script.stap_args, f"/work/scripts/{script.name}.stp"]
     started = time.monotonic()
     exit_code, output = docker_env.exec_with_limit(
-        container, command, what=f"compiling {script.name} (stap -p4)", timeout_s=COMPILE_LIMIT_S,
+        container(), command, what=f"compiling {script.name} (stap -p4)", timeout_s=COMPILE_LIMIT_S,
         workdir="/work/build")
     seconds = time.monotonic() - started
     log = output.decode("utf-8", "replace")
@@ -251,8 +257,8 @@ def _initramfs_key(stap_key: str, kernel: KernelTree, workdir: Path, list_text: 
     return digest.hexdigest()[:24]
 
 
-def pack_guest(container_factory: Callable[[], Container] | Container | None, kernel: KernelTree, workdir: Path,
-               stap_key: str, with_stapsh: bool = False) -> Path:
+def pack_guest(container: ContainerFactory, kernel: KernelTree, workdir: Path, stap_key: str,
+               with_stapsh: bool = False) -> Path:
     """OUT/initramfs[-stapsh].cpio and OUT/vmlinuz for the guest, from the cache when the
     same modules, list, init and systemtap build were packed before."""
     name = "initramfs-stapsh.cpio" if with_stapsh else "initramfs.cpio"
@@ -264,11 +270,8 @@ def pack_guest(container_factory: Callable[[], Container] | Container | None, ke
     if cached.exists():
         shutil.copy(cached, image)
         return image
-    container = container_factory() if callable(container_factory) else container_factory
-    if container is None:
-        raise InfraError("packing the guest needs the cell's container")
     arguments = ["sh", "/guest/mkinitramfs.sh", kernel.release, "/work"] + (["stapsh"] if with_stapsh else [])
-    code, output = docker_env.exec_with_limit(container, arguments, what="packing the guest's initramfs",
+    code, output = docker_env.exec_with_limit(container(), arguments, what="packing the guest's initramfs",
                                               timeout_s=PACK_LIMIT_S)
     (workdir / ("mkinitramfs-stapsh.log" if with_stapsh else "mkinitramfs.log")).write_bytes(output)
     if code != 0:
@@ -286,17 +289,9 @@ def compile_cell(image: str, scripts: tuple[TestScript, ...], kernel: KernelTree
     (workdir / "modules").mkdir(exist_ok=True)
     results: dict[str, Compiled] = {}
     stap_cache = stap_cache_dir(stap_key, kernel)
-    with FileLock(str(stap_cache) + ".lock"), _lazy_container(image, workdir, kernel, stap_cache) as container:
+    with FileLock(str(stap_cache) + ".lock"), lazy_container(image, workdir, kernel, stap_cache) as container:
         for script in scripts:
-            module = module_name(script.name)
-            test_dir = workdir / "tests" / script.name
-            test_dir.mkdir(parents=True, exist_ok=True)
-            entry = cache_dir() / "modules" / _cache_key(stap_key, kernel, script)
-            compiled = _cached(entry, module, test_dir / "compile.log", workdir / "modules" / f"{module}.ko",
-                               script.name)
-            if compiled is None:
-                progress(f"{kernel.release}: compiling {script.name}")
-                compiled = compile_script(container(), script, kernel, workdir, stap_key)
+            compiled = compile_script(container, script, kernel, workdir, stap_key, progress)
             results[script.name] = compiled
             verdict = "ok" if compiled.ok else compiled.outcome.value if compiled.outcome else "failed"
             progress(f"{kernel.release}: {script.name}: {verdict} "
@@ -313,20 +308,16 @@ def compile_cell(image: str, scripts: tuple[TestScript, ...], kernel: KernelTree
 
 
 @contextmanager
-def _lazy_container(image: str, workdir: Path, kernel: KernelTree, stap_cache: Path) -> Iterator[Callable[[], Container]]:
-    """A function that starts the cell container on first use (and the same one after)."""
-    started: list[Container] = []
-    context: list[object] = []
+def lazy_container(image: str, workdir: Path, kernel: KernelTree,
+                   stap_cache: Path | None = None) -> Iterator[ContainerFactory]:
+    """A function that starts the cell container on first use (and gives the same one after):
+    a warm cell, whose compiles and guest all come from the caches, starts none."""
+    with ExitStack() as stack:
+        started: list[Container] = []
 
-    def get() -> Container:
-        if not started:
-            manager = cell_container(image, workdir, kernel, stap_cache)
-            context.append(manager)
-            started.append(manager.__enter__())
-        return started[0]
+        def get() -> Container:
+            if not started:
+                started.append(stack.enter_context(cell_container(image, workdir, kernel, stap_cache)))
+            return started[0]
 
-    try:
         yield get
-    finally:
-        for manager in context:
-            manager.__exit__(None, None, None)  # type: ignore[attr-defined]

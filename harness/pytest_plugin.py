@@ -28,7 +28,7 @@ from rich.console import Console
 
 from harness import docker_env, resources
 from harness.archive import Archive
-from harness.cell import CellContext, run_cell
+from harness.cell import CellContext, check_reruns, run_cell
 from harness.cli import new_run_dir
 from harness.errors import InfraError, MatrixError, StapmatrixError
 from harness.gitrepo import mask
@@ -121,12 +121,12 @@ def _marker(prefix: str, value: str) -> str:
 class MatrixSession:
     """The loaded matrix and plan, plus the results of the cells this process ran."""
 
-    def __init__(self, matrix: Matrix, plan: Plan, run_dir: Path, reruns: int = 1) -> None:
+    def __init__(self, matrix: Matrix, plan: Plan, run_dir: Path, reruns: int, archive: Archive) -> None:
         self.matrix = matrix
         self.plan = plan
         self.run_dir = run_dir
         self.reruns = reruns
-        self.archive = Archive()
+        self.archive = archive  # the one planning read: cells need the same package indexes
         self.results: dict[str, list[Result]] = {}
 
     def cell_results(self, cell: Cell) -> list[Result]:
@@ -173,7 +173,9 @@ def pytest_configure(config: pytest.Config) -> None:
         matrix = load_matrix(matrix_path)
         if config.getoption("cell"):
             matrix = select_cell(matrix, config.getoption("cell"))
-        plan = make_plan(matrix, Archive())
+        archive = Archive()
+        plan = make_plan(matrix, archive)
+        reruns = check_reruns(config.getoption("reruns"))
     except MatrixError as error:
         raise pytest.UsageError(str(error)) from None
     except StapmatrixError as error:
@@ -189,10 +191,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{_marker('kernel_', kernel.label)}: cells of kernel {kernel.spec.spec}")
     for stap in plan.staps:
         config.addinivalue_line("markers", f"{_marker('stap_', mask(stap.spec.value))}: cells of systemtap {stap.spec.spec}")
-    reruns = config.getoption("reruns")
-    if not 0 <= reruns <= 10:
-        raise pytest.UsageError(f"--reruns {reruns}: give 0 (no second try) to 10")
-    config.stash[SESSION_KEY] = MatrixSession(matrix, plan, run_dir, reruns)
+    config.stash[SESSION_KEY] = MatrixSession(matrix, plan, run_dir, reruns, archive)
 
 
 SESSION_KEY = pytest.StashKey[MatrixSession]()

@@ -30,7 +30,7 @@ from harness.errors import InfraError
 from harness.guest import BOOT_LIMIT_S, guest_memory_mb, qemu_command, start_guest
 from harness.kernel_store import KernelTree
 from harness.matrix import EXP_RE
-from harness.modules import cell_container, pack_guest
+from harness.modules import cell_container, lazy_container, pack_guest
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, exp_fi
         (guest_dir / stale).unlink(missing_ok=True)
 
     kver = kernel.release
-    with cell_container(cell_image, guest_dir, kernel) as packer:
+    with lazy_container(cell_image, guest_dir, kernel) as packer:
         pack_guest(packer, kernel, guest_dir, stap_key, with_stapsh=True)
 
     command = qemu_command(accel, "", "stapsh", initrd="initramfs-stapsh.cpio", extra_append="sm.stapsh=1",

@@ -35,6 +35,7 @@ from harness.matrix import parse_kernel_spec, parse_stap_spec
 from harness.outcomes import Outcome, read_results
 from harness.plan import Cell, cell_base, resolve_stap
 from harness.scripts import load_script
+from selftests.checkouts import failing_checkout
 
 pytestmark = [pytest.mark.real]
 CELL = pytest.mark.xdist_group("real-cell")
@@ -67,11 +68,7 @@ def test_source_build_runs_configure_without_network(tmp_path: Path) -> None:
     settings.reset_mirrors()
     url = settings.mirror_url() + "/dists/sid/InRelease"
     urllib.request.urlopen(url, timeout=30).close()  # the host can: what follows is the build's isolation
-    checkout = tmp_path / "systemtap"
-    checkout.mkdir()
-    (checkout / "configure.ac").write_text("AC_INIT([systemtap], [0.0])\n")
-    (checkout / "configure").write_text(CONFIGURE_PROBE.format(url=url))
-    (checkout / "configure").chmod(0o755)
+    checkout = failing_checkout(tmp_path, CONFIGURE_PROBE.format(url=url))
     json_path = tmp_path / "r.json"
     code = main(["run", "--kernel", KERNEL, "--stap", f"path:{checkout}", "--json", str(json_path),
                  str(STAP_DIR / "begin_end.stp")])
@@ -180,7 +177,7 @@ def test_full_disk_during_a_compile_is_an_error_not_a_verdict(cell_images: tuple
     stap_cache = modules.stap_cache_dir(stap_id, found.kernel)
     with modules.cell_container(found.cell, workdir, found.kernel, stap_cache) as container, \
             pytest.raises(InfraError, match="outside the script .*No space left on device.*not cached"):
-        modules.compile_script(container, script, found.kernel, workdir, stap_id)
+        modules.compile_script(lambda: container, script, found.kernel, workdir, stap_id)
     assert _no_entries(own_cache)
 
 
@@ -217,13 +214,13 @@ def test_killed_compile_is_an_error_and_not_cached(cell_images: tuple[images.Cel
         killer.start()
         with pytest.raises(InfraError, match=r"compiling begin_end failed for a reason outside the script "
                                              r"\(stap was killed \(SIGKILL"):
-            modules.compile_script(container, script, found.kernel, workdir, stap_id)
+            modules.compile_script(lambda: container, script, found.kernel, workdir, stap_id)
         killer.join()
         assert killed == [0], "stap was not running to be killed"
         assert _no_entries(own_cache)
-        again = modules.compile_script(container, script, found.kernel, workdir, stap_id)
+        again = modules.compile_script(lambda: container, script, found.kernel, workdir, stap_id)
         assert again.ok and not again.cached
-        third = modules.compile_script(container, script, found.kernel, workdir, stap_id)
+        third = modules.compile_script(lambda: container, script, found.kernel, workdir, stap_id)
         assert third.ok and third.cached
 
 

@@ -24,6 +24,7 @@ from harness import archive, docker_env, settings
 from harness.cli import main
 from harness.errors import DockerUnavailableError
 from harness.outcomes import Outcome, Result, read_results
+from selftests.checkouts import failing_checkout
 
 pytestmark = [pytest.mark.real, pytest.mark.xdist_group("real-cell")]
 
@@ -198,11 +199,7 @@ def test_broken_download_is_an_error_and_tags_nothing(tmp_path: Path, monkeypatc
 def test_failing_source_build_is_an_error_with_its_log(tmp_path: Path) -> None:
     """A `path:` checkout whose configure fails: the column's tests are `error` with the end of
     the build log, the build is not retried (not a download problem) and nothing is tagged."""
-    checkout = tmp_path / "systemtap"
-    checkout.mkdir()
-    (checkout / "configure.ac").write_text("AC_INIT([systemtap], [0.0])\n")
-    (checkout / "configure").write_text("#!/bin/sh\necho 'configure: error: broken on purpose' >&2\nexit 1\n")
-    (checkout / "configure").chmod(0o755)
+    checkout = failing_checkout(tmp_path, "#!/bin/sh\necho 'configure: error: broken on purpose' >&2\nexit 1\n")
     json_path = tmp_path / "r.json"
     code = main(["run", "--kernel", KERNEL, "--stap", f"path:{checkout}", "--json", str(json_path),
                  str(STAP_DIR / "begin_end.stp")])
