@@ -131,7 +131,7 @@ def resolve_ref(url: str, ref: str, where: str, hint_tags: str = "") -> str:
     git said it."""
     repo = repository(url, where)
     try:
-        run("rev-parse", "--git-dir", cwd=repo, what=f"{where}: {url}", timeout_s=60)
+        run("rev-parse", "--git-dir", cwd=repo, what=url, timeout_s=60)
     except InfraError as error:
         raise MatrixError(f"{where}: {mask(url)} is not a git repository git can read: {error}") from None
     try:
