@@ -96,21 +96,22 @@ def bare_boot_seconds(cache: Path) -> float:
     """QEMU in the runner image, the same kernel, an initramfs of busybox whose init powers
     off at once: what any cell must at least pay."""
     os.environ["STAPMATRIX_CACHE"] = str(cache)
-    from harness import images, kernel_store, kernels
+    from harness import images, kernel_store, kernels, staps
     from harness.archive import Archive
     from harness.guest import guest_memory_mb, qemu_command, start_guest
-    from harness.matrix import parse_kernel_spec
+    from harness.progress import discard
+    from harness.specs import parse_kernel_spec, parse_stap_spec
 
     archive = Archive()
-    build = kernels.resolve(archive, parse_kernel_spec(KERNEL, "bench"), "bench")
+    build = kernels.resolve(parse_kernel_spec(KERNEL, "bench"), "bench", archive)
     tree = kernel_store.find(build.key)
     assert tree is not None, "the kernel is not in the store: run the matrix first"
-    runner = images.runner_image(images.base_image(build.base_suite, print), print)
+    runner = images.runner_image(discard)
     times = []
     with tempfile.TemporaryDirectory(prefix="stapmatrix-bare-") as tmp:
         guest = Path(tmp)
-        stap_image = images.stap_image(images.base_image(build.base_suite, print), build.base_suite,
-                                       _stap_build(archive), print)
+        stap_image = images.stap_image(build.base_suite, staps.resolve(parse_stap_spec(STAP, "bench"), "bench", archive),
+                                       discard)
         # busybox, and an init that powers off at once, packed where cpio and busybox are.
         script = ("set -e; mkdir -p /r/bin; cp /bin/busybox /r/bin/busybox; "
                   "printf '#!/bin/busybox sh\\n/bin/busybox poweroff -f\\n' > /r/init; chmod 755 /r/init; "
@@ -128,13 +129,6 @@ def bare_boot_seconds(cache: Path) -> float:
             console = (guest / f"console-{attempt}.log").read_text(errors="replace")
             assert "Power down" in console or "reboot: Power" in console, console[-2000:]
     return statistics.median(times)
-
-
-def _stap_build(archive: object) -> object:
-    from harness.matrix import parse_stap_spec
-    from harness.plan import resolve_stap
-
-    return resolve_stap(archive, parse_stap_spec(STAP, "bench"), "bench")  # type: ignore[arg-type]
 
 
 def warm_cell_seconds(env: dict[str, str]) -> float:

@@ -22,7 +22,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,40 +31,14 @@ from debian.debian_support import Version
 from filelock import FileLock
 
 from harness import cache
+from harness.debian_names import valid_name, valid_version
 from harness.errors import InfraError
-from harness.settings import cache_dir, mirror, security_mirror
+from harness.progress import Download, Progress
+from harness.settings import cache_dir
+from harness.suites import BASE_SUITE_SOURCES, SUITE_BY_NAME, SUITES, Suite
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    release: str  # the Debian release the suite belongs to (sid for experimental)
-
-    @property
-    def security(self) -> bool:
-        return self.name.endswith("-security")
-
-    def url(self) -> str:
-        return security_mirror().url if self.security else mirror().url
-
-
-# The order of preference when a package is in several suites: a release, its security
-# updates and its backports, oldest release first; sid, then experimental (a partial suite
-# built against sid) last.
-SUITES: tuple[Suite, ...] = (
-    Suite("bookworm", "bookworm"),
-    Suite("bookworm-security", "bookworm"),
-    Suite("bookworm-backports", "bookworm"),
-    Suite("trixie", "trixie"),
-    Suite("trixie-security", "trixie"),
-    Suite("trixie-backports", "trixie"),
-    Suite("sid", "sid"),
-    Suite("experimental", "sid"),
-)
-SUITE_NAMES = tuple(s.name for s in SUITES)
-SUITE_BY_NAME = {s.name: s for s in SUITES}
 
 # Full records (dependencies, sizes) are kept only for these; for every other package the
 # name, version and what it provides, which is enough to tell whether a dependency is met.
@@ -75,9 +48,6 @@ _INDEX_MAX_AGE_S = 6 * 3600
 INDEX_FORMAT = 4
 KEYRINGS = (Path("/usr/share/keyrings/debian-archive-keyring.pgp"),
             Path("/usr/share/keyrings/debian-archive-keyring.gpg"))
-# Debian policy 5.6.1 (package names) and 5.6.12 (versions: [epoch:]upstream[-revision]).
-PACKAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
-VERSION_RE = re.compile(r"^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$")
 
 
 @dataclass(frozen=True)
@@ -98,14 +68,6 @@ class Package:
 
     def relations(self) -> list[list[dict[str, object]]]:
         return deb822.PkgRelation.parse_relations(self.depends) if self.depends else []  # type: ignore[return-value]
-
-
-def valid_name(name: str) -> bool:
-    return bool(PACKAGE_NAME_RE.match(name))
-
-
-def valid_version(version: str) -> bool:
-    return bool(VERSION_RE.match(version))
 
 
 def _get(url: str, what: str) -> bytes:
@@ -322,8 +284,6 @@ class Archive:
     def index_stamps(self, bases: tuple[str, ...]) -> list[str]:
         """When each suite's index was fetched (and from where): what a conclusion drawn from
         the indexes depends on."""
-        from harness.kernel_debian import BASE_SUITE_SOURCES
-
         stamps = []
         for base in bases:
             for suite in BASE_SUITE_SOURCES[base]:
@@ -396,7 +356,7 @@ def _meets(version: str, constraint: tuple[str, str]) -> bool:
             ">>": have > want}.get(op, False)
 
 
-def download(package: Package, directory: Path, progress: Callable[[str], None]) -> Path:
+def download(package: Package, directory: Path, progress: Progress) -> Path:
     """Download a .deb from the pool of the suite that lists it, checking the SHA256 the signed
     index gives; reports size and rate every few seconds (a -dbg package is about 1 GB)."""
     if not package.filename:
@@ -415,9 +375,7 @@ def download(package: Package, directory: Path, progress: Callable[[str], None])
                 done += len(chunk)
                 now = time.monotonic()
                 if now - last >= 10:
-                    rate = done / mib / (now - started)
-                    progress(f"downloading {package.name}: {done // mib} of {package.size // mib} MiB "
-                             f"({rate:.0f} MiB/s)")
+                    progress(Download(package.name, done, package.size, now - started))
                     last = now
     except (urllib.error.URLError, OSError) as error:
         target.unlink(missing_ok=True)
@@ -427,5 +385,5 @@ def download(package: Package, directory: Path, progress: Callable[[str], None])
         raise InfraError(f"{url}: SHA256 does not match the signed index (a broken download or a changed mirror)")
     seconds = time.monotonic() - started
     if package.size > 50 * mib:
-        progress(f"downloaded {package.name}: {done // mib} MiB in {seconds:.0f} s ({done / mib / max(seconds, 0.1):.0f} MiB/s)")
+        progress(Download(package.name, done, package.size, seconds, finished=True))
     return target

@@ -21,25 +21,29 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import requests.exceptions
 
-from harness import images
+from harness import bases, images, kernels
 from harness.archive import Archive
 from harness.errors import InfraError, MatrixError, StapmatrixError
 from harness.guest import TIMEOUT_SCALE, GuestRun, choose_accel, run_guest
-from harness.matrix import KernelSpec, Rule, StapSpec
+from harness.judge import apply_known_failure, judge
+from harness.kernel_store import KernelTree
 from harness.modules import Compiled, compile_cell
 from harness.outcomes import Outcome, Result, Stage, Try
 from harness.plan import Cell
-from harness.results import apply_known_failure, judge
+from harness.progress import Event, ImageBuilt, KernelReady, Progress, Step
 from harness.scripts import TestScript
+from harness.specs import KernelSpec, Rule, StapSpec
+from harness.suites import provided_compilers
 from harness.testsuite import run_testsuite
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RERUN_OUTCOMES = frozenset({Outcome.FAIL_LOAD, Outcome.FAIL_OUTPUT, Outcome.CRASH, Outcome.TIMEOUT})
-Progress = Callable[[str], None]
 
 
 def _no_known_failure(kernel: KernelSpec, stap: StapSpec, test: str) -> Rule | None:
@@ -103,6 +107,69 @@ class CellRun:
         return [self.result(name, Outcome.ERROR, detail) for name in names]
 
 
+class _Watched:
+    """A Progress that passes every event on and remembers whether anything was made."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.made: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, (ImageBuilt, KernelReady)):
+            self.made.append(event)
+        self.progress(event)
+
+
+class _KernelImages:
+    """The images a kernel is made in (harness/kernel_build.py KernelImages), built on first use."""
+
+    def __init__(self, base_suite: str, progress: Progress) -> None:
+        self.base_suite = base_suite
+        self.progress = progress
+
+    def base(self) -> str:
+        return images.base_image(self.base_suite, self.progress)
+
+    def kernel_build(self) -> str:
+        return images.kernel_build_image(self.progress)
+
+
+class CellImages:
+    """Every image one cell needs, and its kernel tree, found or made in dependency order,
+    with the seconds and cache state of each stage: `images` (base, systemtap, cell and
+    runner images) and `kernel` (the kernel tree in the store)."""
+
+    def __init__(self, cell: Cell, archive: Archive, progress: Progress) -> None:
+        self.stages: dict[str, Stage] = {}
+        self._progress = progress
+        self.base = self._stage("images", lambda p: images.base_image(cell.base_suite, p))
+        self.kernel: KernelTree = self._stage(
+            "kernel", lambda p: kernels.materialize(cell.kernel, archive, _KernelImages(cell.base_suite, p), p))
+        self.stap = self._stage("images", lambda p: images.stap_image(cell.base_suite, cell.stap, p))
+        self.stap_key = images.content_key(self.stap)  # what the compile and initramfs caches are keyed by
+        compilers, _ = bases.compiler_packages(archive, self.kernel.cc, self.kernel.cc_version, cell.base_suite)
+        if set(compilers) <= provided_compilers(cell.base_suite):
+            self.cell = self.stap
+        else:
+            self.cell = self._stage("images", lambda p: images.cell_image(self.stap, compilers, self.kernel.cc, p))
+        self.runner = self._stage("images", images.runner_image)
+
+    def _stage(self, stage: str, make: Callable[[Progress], T]) -> T:
+        """Run one step of `stage`, adding its seconds; the stage is cached when none of its
+        steps made anything."""
+        watched = _Watched(self._progress)
+        started = time.monotonic()
+        result = make(watched)
+        earlier = self.stages.get(stage, Stage(0.0, True))
+        self.stages[stage] = Stage(earlier.seconds + time.monotonic() - started, earlier.cached and not watched.made)
+        return result
+
+    @property
+    def built(self) -> bool:
+        """Whether anything (an image, the kernel tree) was made for this cell just now."""
+        return not all(stage.cached for stage in self.stages.values())
+
+
 def run_cell(cell: Cell, context: CellContext, cell_dir: Path, progress: Progress,
              archive: Archive | None = None) -> list[Result]:
     """Every test of the cell as a Result. Nothing escapes: an infrastructure failure makes
@@ -146,24 +213,17 @@ def _internal_error(cell: Cell, cell_dir: Path, error: Exception) -> str:
 
 def _run(cell: Cell, context: CellContext, cell_dir: Path, progress: Progress, archive: Archive,
          run: CellRun) -> list[Result]:
-    built: list[str] = []
-
-    def image_progress(message: str) -> None:
-        if message.startswith(("building ", "kernel ")):
-            built.append(message)
-        progress(message)
-
     started = time.monotonic()
     try:
-        cell_images = images.CellImages(cell, archive, image_progress)
+        cell_images = CellImages(cell, archive, progress)
     except InfraError as error:
         run.stages["images"] = Stage(time.monotonic() - started, False)
         return run.errors(f"image build failed: {error}")
-    run.stages["images"] = Stage(time.monotonic() - started, not built)
+    run.stages.update(cell_images.stages)
     run.release = cell_images.kernel.release
     run.image = cell_images.cell
 
-    progress(f"{cell.id}: compiling {len(cell.tests)} script(s)")
+    progress(Step(f"{cell.id}: compiling {len(cell.tests)} script(s)"))
     started = time.monotonic()
     guest_dir = cell_dir / "guest"
     try:
@@ -181,7 +241,7 @@ def _run(cell: Cell, context: CellContext, cell_dir: Path, progress: Progress, a
     try:
         accel, why = choose_accel(cell_images.runner, guest_dir)
         run.accel = accel
-        progress(f"{cell.id}: booting {run.release} under {accel.upper()} ({why})")
+        progress(Step(f"{cell.id}: booting {run.release} under {accel.upper()} ({why})"))
         timeouts = {t.name: t.timeout_s * TIMEOUT_SCALE[accel] for t in cell.tests}
         guest = run_guest(cell_images.runner, guest_dir, runnable, timeouts, accel)
         tries = {t.name: [_judge(t, compiled[t.name], guest, context, guest_dir, 1)] for t in cell.tests}
@@ -190,7 +250,7 @@ def _run(cell: Cell, context: CellContext, cell_dir: Path, progress: Progress, a
             again = [name for name in runnable if tries[name][-1][0] in RERUN_OUTCOMES]
             if not again:
                 break
-            progress(f"{cell.id}: trying {', '.join(again)} again in a fresh boot (try {attempt})")
+            progress(Step(f"{cell.id}: trying {', '.join(again)} again in a fresh boot (try {attempt})"))
             retry = run_guest(cell_images.runner, guest_dir, runnable, timeouts, accel, selected=again,
                               first_boot=guest_boots + 1)
             guest_boots += retry.boots
@@ -245,8 +305,7 @@ def _final(script: TestScript, compiled: Compiled, tries: list[Verdict], context
     else:
         actual = ""
     artifacts = dict(run.artifacts, compile_log=str(compiled.log_path), **files)
-    stages = {"images": run.stages["images"], "compile": Stage(compiled.seconds, compiled.cached),
-              "run": run.stages["run"]}
+    stages = dict(_shared_stages(run), compile=Stage(compiled.seconds, compiled.cached), run=run.stages["run"])
     recorded = [Try(o.value, d) for o, d, _ in tries] if len(tries) > 1 else []
     return run.result(script.name, outcome, detail, stages, artifacts, xfail_reason=rule.reason if rule else "",
                       actual=actual, tries=recorded)
@@ -255,7 +314,12 @@ def _final(script: TestScript, compiled: Compiled, tries: list[Verdict], context
 DEJAGNU_OUTCOME = {"pass": Outcome.PASS, "fail": Outcome.FAIL_OUTPUT, "xfail": Outcome.XFAIL, "skip": Outcome.SKIP}
 
 
-def _testsuite_results(cell: Cell, cell_images: images.CellImages, guest_dir: Path, run: CellRun,
+def _shared_stages(run: CellRun) -> dict[str, Stage]:
+    """The stages every test of the cell shares before its own: images and the kernel."""
+    return {name: run.stages[name] for name in ("images", "kernel") if name in run.stages}
+
+
+def _testsuite_results(cell: Cell, cell_images: CellImages, guest_dir: Path, run: CellRun,
                        progress: Progress) -> list[Result]:
     """One Result per DejaGnu line, test = `testsuite:EXP:NAME`; an infrastructure failure
     is one `error` record per requested .exp file."""
@@ -266,7 +330,7 @@ def _testsuite_results(cell: Cell, cell_images: images.CellImages, guest_dir: Pa
             cell_images.stap_key, progress)
     except InfraError as error:
         return [run.result(f"testsuite:{exp}", Outcome.ERROR, str(error)) for exp in cell.testsuite]
-    stage = {"images": run.stages["images"], "testsuite": Stage(time.monotonic() - started, False)}
+    stage = dict(_shared_stages(run), testsuite=Stage(time.monotonic() - started, False))
     return [
         run.result(f"testsuite:{line.exp}:{line.name}", DEJAGNU_OUTCOME[line.pytest_outcome],
                    f"DejaGnu {line.status}: {line.name}", stage, dict(run.artifacts, **testsuite_artifacts))

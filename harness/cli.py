@@ -24,22 +24,29 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.status import Status
 
-from harness import docker_env, kernel_store, kernels, report
+from harness import docker_env, kernel_store, kernels, staps
 from harness.archive import Archive
-from harness.cell import CellContext, check_reruns, run_cell
+from harness.cell import CellContext, check_reruns
 from harness.errors import MatrixError, StapmatrixError
 from harness.kconfig import parse_config_items
-from harness.matrix import EXP_RE, check_value, load_matrix, parse_kernel_spec, parse_stap_spec
-from harness.outcomes import Outcome, write_results
-from harness.plan import Cell, Plan, cell_base, make_plan, resolve_stap
-from harness.progress import ProgressLog
+from harness.outcomes import Outcome
+from harness.plan import Plan, make_cell
+from harness.report import diff as report_diff
+from harness.report.html import render_html, write_run_reports
+from harness.report.junit import write_junit
+from harness.report.load import load_runs, write_merged
+from harness.report.markdown import render_markdown
+from harness.report.terminal import render_terminal
 from harness.scripts import load_script
-from harness.settings import artifacts_root, mirror, security_mirror
+from harness.session import Session, new_run_dir, plan_matrix, prepare_process
+from harness.settings import mirror, security_mirror
+from harness.specs import EXP_RE, check_value, parse_kernel_spec, parse_stap_spec
 
 console = Console(stderr=True, soft_wrap=True)
 
 
 def progress(message: str) -> None:
+    """What `stapmatrix run` shows of each event: a timestamped line and the spinner's text."""
     console.print(time.strftime("%H:%M:%S"), message, markup=False, highlight=False)
     if STATUS:
         STATUS[0].update(f"{time.strftime('%H:%M:%S')} {message[:100]}")
@@ -47,18 +54,6 @@ def progress(message: str) -> None:
 
 STATUS: list[Status] = []  # the live spinner of `stapmatrix run` on a terminal
 STYLE = {Outcome.PASS: "green", Outcome.XFAIL: "yellow", Outcome.ERROR: "magenta"}
-
-
-def new_run_dir() -> Path:
-    path = artifacts_root() / time.strftime("run-%Y%m%d-%H%M%S")
-    suffix = 0
-    while True:
-        candidate = path if suffix == 0 else path.with_name(f"{path.name}-{suffix}")
-        try:
-            candidate.mkdir(parents=True)
-            return candidate
-        except FileExistsError:
-            suffix += 1
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -74,39 +69,38 @@ def command_run(args: argparse.Namespace) -> int:
     if len(set(names)) != len(names):
         raise MatrixError(f"two scripts share a name: {', '.join(sorted(n for n in set(names) if names.count(n) > 1))}")
     archive = Archive()
-    kernel = kernels.resolve(archive, kernel_spec, "--kernel")
-    stap = resolve_stap(archive, spec, "--stap")
+    kernel = kernels.resolve(kernel_spec, "--kernel", archive)
+    stap = staps.resolve(spec, "--stap", archive)
     for exp in args.testsuite:
         check_value(exp, EXP_RE, "--testsuite", "testsuite file", "environment_sanity.exp")
     if args.testsuite and stap.spec.kind == "deb":
         raise MatrixError("--testsuite needs a git: or path: systemtap build (Debian packages ship no testsuite)")
     if not scripts and not args.testsuite:
         raise MatrixError("nothing to run: give scripts, --testsuite files, or both")
-    base, reason = cell_base(kernel, stap)
-    cell = Cell(kernel, stap, scripts, base, reason, tuple(args.testsuite))
-    docker_env.remove_orphans()
+    cell = make_cell(kernel, stap, scripts, tuple(args.testsuite))
+    prepare_process(docker_required=True)
     run_dir = new_run_dir()
     console.print(f"cell {cell.id}: {kernel.spec.spec} ({kernel.identity}) x {stap.spec.spec} ({stap.identity}); "
-                  f"base {base}: {reason}; artifacts in {run_dir}")
+                  f"base {cell.base_suite}: {cell.base_reason}; artifacts in {run_dir}")
     started = time.monotonic()
-    log = ProgressLog(run_dir / "progress.log", progress)
+    session = Session(Plan((kernel,), (stap,), (cell,)), run_dir, CellContext(reruns=args.reruns), archive, progress)
     try:
         with console.status("starting", spinner="dots") as status:
             if console.is_terminal:
                 STATUS.append(status)
-            results = run_cell(cell, CellContext(reruns=args.reruns), run_dir / cell.id, log, archive)
+            session.run(cell)
     finally:
         STATUS.clear()
         docker_env.remove_own_containers()
     json_path = Path(args.json) if args.json else run_dir / "results.json"
-    write_results(json_path, results)
+    results = session.merge(json_path)
     for result in results:
         style = STYLE.get(result.outcome, "red")
         console.print(f"[{style}]{result.outcome.value:12}[/] {cell.id} {result.test}")
         if result.detail:
             console.print("    " + result.detail.replace("\n", "\n    "), markup=False, highlight=False)
-    report.render_terminal(results, console)
-    report.write_run_reports(run_dir, results)
+    render_terminal(results, console)
+    write_run_reports(run_dir, results)
     console.print(f"{len(results)} test(s) in {time.monotonic() - started:.0f} s; results: {json_path}; "
                   f"report: {run_dir / 'report.html'}")
     return 0 if all(r.outcome in (Outcome.PASS, Outcome.SKIP) for r in results) else 1
@@ -137,8 +131,7 @@ def describe_plan(matrix_path: Path, plan: Plan) -> list[str]:
 
 
 def command_check(args: argparse.Namespace) -> int:
-    matrix = load_matrix(Path(args.matrix))
-    plan = make_plan(matrix, Archive())
+    matrix, plan = plan_matrix(Path(args.matrix), Archive())
     print("\n".join(describe_plan(matrix.path, plan)))
     return 0
 
@@ -163,8 +156,7 @@ def github_matrix(plan: Plan, matrix_path: Path) -> dict[str, list[dict[str, str
 def command_plan(args: argparse.Namespace) -> int:
     """The cells of a matrix, checked like `check` does (every kernel and systemtap build
     resolved): one id per line, or with --github a job matrix for GitHub Actions."""
-    matrix = load_matrix(Path(args.matrix))
-    plan = make_plan(matrix, Archive())
+    matrix, plan = plan_matrix(Path(args.matrix), Archive())
     for line in describe_plan(matrix.path, plan):
         console.print(line, markup=False, highlight=False)
     if not args.github:
@@ -210,25 +202,25 @@ def command_clean(args: argparse.Namespace) -> int:
 
 def command_report(args: argparse.Namespace) -> int:
     """The grid of one run, or of several merged (shards of one matrix); files on request."""
-    results = report.load_runs(Path(p) for p in args.runs)
-    report.render_terminal(results, Console())
+    results = load_runs(Path(p) for p in args.runs)
+    render_terminal(results, Console())
     if args.html:
         html_path = Path(args.html)
         html_path.parent.mkdir(parents=True, exist_ok=True)
-        html_path.write_text(report.render_html(results, link_base=html_path.parent.resolve()))
+        html_path.write_text(render_html(results, link_base=html_path.parent.resolve()))
     if args.markdown:
-        Path(args.markdown).write_text(report.render_markdown(results))
+        Path(args.markdown).write_text(render_markdown(results))
     if args.json:
-        report.write_merged(Path(args.json), results)
+        write_merged(Path(args.json), results)
     if args.junit:
-        report.write_junit(Path(args.junit), results)
+        write_junit(Path(args.junit), results)
     return 0
 
 
 def command_diff(args: argparse.Namespace) -> int:
     """Exit 1 only for regressions: flaky and infrastructure errors are reported apart."""
-    diff = report.diff_results(report.load_runs([Path(args.base)]), report.load_runs([Path(args.new)]))
-    sys.stdout.write(report.DIFF_FORMATS[args.format](diff))
+    diff = report_diff.diff_results(load_runs([Path(args.base)]), load_runs([Path(args.new)]))
+    sys.stdout.write(report_diff.DIFF_FORMATS[args.format](diff))
     return 1 if diff.regressed else 0
 
 
@@ -244,7 +236,7 @@ def add_report_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     diff = commands.add_parser("diff", help="compare two runs: regressions, fixes, changes; exit 1 on a regression")
     diff.add_argument("base", metavar="BASE", help="the run before: a results.json or a run directory")
     diff.add_argument("new", metavar="NEW", help="the run after")
-    diff.add_argument("--format", choices=sorted(report.DIFF_FORMATS), default="text")
+    diff.add_argument("--format", choices=sorted(report_diff.DIFF_FORMATS), default="text")
     diff.set_defaults(handler=command_diff)
 
 

@@ -184,9 +184,9 @@ def remove_own_containers() -> None:
 def run_to_completion(image: str, command: list[str], *, what: str, timeout_s: float, log_path: Path,
                       role: str = "build", network: str = "none", mounts: list[docker.types.Mount] | None = None,
                       volumes: dict[str, dict[str, str]] | None = None, environment: dict[str, str] | None = None,
-                      progress: Callable[[str], None] | None = None, workdir: str | None = None) -> tuple[int, str]:
+                      on_line: Callable[[str], None] | None = None, workdir: str | None = None) -> tuple[int, str]:
     """Run a container to its end, streaming its output into `log_path` (and, line by line,
-    to `progress` when given); (exit code, output). A container that outlives `timeout_s`
+    to `on_line` when given); (exit code, output). A container that outlives `timeout_s`
     is killed and named in the error, so no step can hang a run silently."""
     container = client().containers.run(
         image, command, detach=True, network_mode=network, labels=container_labels(role),
@@ -203,9 +203,9 @@ def run_to_completion(image: str, command: list[str], *, what: str, timeout_s: f
                 log.write(text)
                 log.flush()
                 output.append(text)
-                if progress:
+                if on_line:
                     for line in text.splitlines():
-                        progress(line)
+                        on_line(line)
         status = container.wait(timeout=max(10.0, deadline - time.monotonic() + 10))
         if time.monotonic() >= deadline:
             raise InfraError(f"{what} did not finish within {timeout_s:.0f} s and was stopped; log: {log_path}")

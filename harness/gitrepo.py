@@ -1,4 +1,4 @@
-"""git, as both source kinds use it (systemtap in harness/sources.py, kernels in
+"""git, as both source kinds use it (systemtap in harness/stap_git.py, kernels in
 harness/kernel_git.py): a repository URL or directory, a ref resolved to a full commit id.
 
 Every call has a time limit and reports git's own error; credentials in a URL never appear in

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import InfraError, MatrixError
+from harness.files import KERNEL_CONFIG_DIR
 
-FRAGMENTS_DIR = Path(__file__).resolve().parent / "kernel-config"
+FRAGMENTS_DIR = KERNEL_CONFIG_DIR
 REQUIRED_FRAGMENTS = ("systemtap.config", "guest.config")
 BASE_TARGETS = ("defconfig", "x86_64_defconfig", "tinyconfig", "allnoconfig")
 DEFAULT_CONFIG = ("base:defconfig", "target:kvm_guest.config")

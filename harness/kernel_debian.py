@@ -23,18 +23,18 @@ from debian.debian_support import Version
 
 from harness import docker_env, kernel_store
 from harness.archive import Archive, KernelAbi, Package, download, series
+from harness.bases import choose_base
 from harness.elf import build_id
 from harness.errors import InfraError, MatrixError
+from harness.files import DOCKERFILES_DIR
 from harness.kconfig import compiler_of
+from harness.kernel_build import KernelBuild, KernelImages
 from harness.kernel_store import KernelTree
-from harness.kernels import BASE_SUITES, KernelBuild, Progress
-from harness.matrix import KernelSpec
+from harness.progress import Progress, Step
+from harness.specs import KernelSpec
 
-IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
-EXTRACT_SCRIPT = IMAGES_DIR / "extract-kernel.sh"
+EXTRACT_SCRIPT = DOCKERFILES_DIR / "extract-kernel.sh"
 EXTRACT_LIMIT_S = 1800
-# Which suites' packages a base can install (harness/images.py writes its apt sources).
-BASE_SUITE_SOURCES = {"trixie": ("trixie", "trixie-security"), "sid": ("sid", "experimental")}
 COMPILER_RE = re.compile(r"^gcc-[0-9]+(-for-host)?$")
 
 
@@ -110,16 +110,7 @@ def _compilers(archive: Archive, headers: Package) -> tuple[str, ...]:
     return tuple(sorted(set(compilers)))
 
 
-def choose_base(archive: Archive, compilers: tuple[str, ...], what: str) -> tuple[str, str]:
-    """The oldest base suite that has every compiler package, and why."""
-    for suite in BASE_SUITES:
-        if all(any(archive.in_suite(s, c) for s in BASE_SUITE_SOURCES[suite]) for c in compilers):
-            reason = f"{what}'s compiler {', '.join(compilers)} is in {suite}"
-            return suite, reason if suite == BASE_SUITES[0] else reason + f" (not in {BASE_SUITES[0]})"
-    raise MatrixError(f"{what} needs {', '.join(compilers)}, which no base suite ({', '.join(BASE_SUITES)}) has")
-
-
-def resolve(archive: Archive, spec: KernelSpec, where: str) -> KernelBuild:
+def resolve(spec: KernelSpec, where: str, archive: Archive) -> KernelBuild:
     abi = spec.value
     dbg = archive.find(f"linux-image-{abi}-dbg")
     if dbg is None:
@@ -144,15 +135,15 @@ def resolve(archive: Archive, spec: KernelSpec, where: str) -> KernelBuild:
     )
 
 
-def materialize(build: KernelBuild, archive: Archive, base_image: str, progress: Progress) -> KernelTree:
+def materialize(build: KernelBuild, archive: Archive, images: KernelImages, progress: Progress) -> KernelTree:
     abi = build.spec.value
     version = build.identity.split()[0]
 
     def make(root: Path) -> dict[str, object]:
         debs = root.parent / "debs"
         debs.mkdir()
-        progress(f"kernel {abi}: downloading {len(build.packages) + 1} packages, "
-                 f"{build.download_bytes // (1024 * 1024)} MiB")
+        progress(Step(f"kernel {abi}: downloading {len(build.packages) + 1} packages, "
+                      f"{build.download_bytes // (1024 * 1024)} MiB"))
         files = []
         for pinned in (*build.packages, f"{build.dbg_package}={version}"):
             name, _, package_version = pinned.partition("=")
@@ -161,10 +152,10 @@ def materialize(build: KernelBuild, archive: Archive, base_image: str, progress:
                 raise InfraError(f"{pinned} vanished from the archive index during the run")
             files.append(download(package, debs, progress))
         dbg_file, others = files[-1], files[:-1]
-        progress(f"kernel {abi}: extracting")
+        progress(Step(f"kernel {abi}: extracting"))
         log = kernel_store.build_log(build.key)
         code, output = docker_env.run_to_completion(
-            base_image, ["sh", "/extract-kernel.sh", abi, f"/debs/{dbg_file.name}", *(f"/debs/{f.name}" for f in others)],
+            images.base(), ["sh", "/extract-kernel.sh", abi, f"/debs/{dbg_file.name}", *(f"/debs/{f.name}" for f in others)],
             what=f"extracting kernel {abi}", timeout_s=EXTRACT_LIMIT_S, log_path=log, role="extract",
             mounts=[docker.types.Mount("/debs", str(debs), type="bind", read_only=True),
                     docker.types.Mount("/kroot", str(root), type="bind"),

@@ -4,7 +4,7 @@ The ref is resolved to a full commit id at planning time; the build is keyed by 
 config pieces and the fragments' contents, toolchain image), so the same kernel is built once
 and shared by every systemtap column, and a moving branch gives a new build.
 
-Builds run in the kernel build image (images/kernel-build.Dockerfile) with no network. Each
+Builds run in the kernel build image (harness/dockerfiles/kernel-build.Dockerfile) with no network. Each
 (repository, config) has one persistent checkout and one persistent build directory: a
 second ref is checked out over the first, so git rewrites only the files that differ and
 make rebuilds only what depends on them (a one-file change: minutes, not the whole kernel).
@@ -21,19 +21,24 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import docker.types
 from filelock import FileLock
 
-from harness import docker_env, gitrepo, images, kconfig, kernel_package, kernel_store
+from harness import docker_env, gitrepo, kconfig, kernel_package, kernel_store
 from harness.archive import Archive
 from harness.elf import build_id
-from harness.errors import BuildVerdictError, InfraError
+from harness.errors import BuildVerdictError, InfraError, MatrixError
+from harness.kernel_build import KernelBuild, KernelImages
 from harness.kernel_store import KernelTree
-from harness.kernels import BASE_SUITES, KernelBuild, Progress
-from harness.matrix import KernelSpec
+from harness.logs import INFRA_FAILURE_RE
+from harness.progress import KernelBuildProgress, KernelBuilt, Progress, Step
+from harness.recipes import kernel_build_tag
 from harness.settings import cache_dir
+from harness.specs import KernelSpec
+from harness.suites import KERNEL_BUILD_SUITE
 
 logger = logging.getLogger(__name__)
 
@@ -62,21 +67,19 @@ def _makefile_release(repo: str, commit: str) -> str:
     return f"{fields['VERSION']}.{fields.get('PATCHLEVEL', '0')}.{fields.get('SUBLEVEL', '0')}{fields.get('EXTRAVERSION', '')}"
 
 
-def resolve(spec: KernelSpec, where: str) -> KernelBuild:
+def resolve(spec: KernelSpec, where: str, archive: Archive) -> KernelBuild:
     repo = gitrepo.repository(spec.value, where)
     commit = gitrepo.resolve_ref(spec.value, spec.ref, where, hint_tags="v*")
     if not _makefile_release(repo, commit):
-        from harness.errors import MatrixError
-
         raise MatrixError(f"{where}: {gitrepo.mask(spec.value)} at {spec.ref} ({commit[:12]}) has no kernel "
                           "Makefile (VERSION = ...): is it a Linux source tree?")
     items = kconfig.effective_items(spec.config)
     key = hashlib.sha256("\0".join(("git-v1", commit, kconfig.items_digest(items),
-                                    images.kernel_build_tag())).encode()).hexdigest()[:24]
+                                    kernel_build_tag())).encode()).hexdigest()[:24]
     release = _makefile_release(repo, commit)
     return KernelBuild(
         spec=spec, key="git-" + key, identity=f"commit {commit}", origin="git", release=release,
-        base_suite=BASE_SUITES[0], base_reason=f"the kernel is built with {images.KERNEL_BUILD_SUITE}'s gcc",
+        base_suite=KERNEL_BUILD_SUITE, base_reason=f"the kernel is built with {KERNEL_BUILD_SUITE}'s gcc",
         commit=commit,
     )
 
@@ -151,17 +154,14 @@ class BuildProgress:
         now = time.monotonic()
         if now - self.reported >= PROGRESS_EVERY_S:
             self.reported = now
-            rate = self.count / max(now - self.started, 1)
-            of = f" of about {self.expected}" if self.expected > self.count else ""
-            self.progress(f"{self.what}: {self.count}{of} files built in {now - self.started:.0f} s "
-                          f"({rate:.1f}/s), last {self.last}")
+            self.progress(KernelBuildProgress(self.what, self.count, self.expected, now - self.started, self.last))
 
 
 def _run_build_step(image: str, arguments: list[str], *, what: str, timeout_s: float, log: Path,
-                    source: Path, out: Path, config_dir: Path, progress: Progress | None = None) -> str:
+                    source: Path, out: Path, config_dir: Path, on_line: Callable[[str], None] | None = None) -> str:
     code, output = docker_env.run_to_completion(
         image, ["sh", "/usr/local/bin/build-kernel.sh", *arguments], what=what, timeout_s=timeout_s,
-        log_path=log, role="kbuild", progress=progress,
+        log_path=log, role="kbuild", on_line=on_line,
         mounts=[docker.types.Mount("/usr/src/linux", str(source), type="bind", read_only=True),
                 docker.types.Mount("/usr/src/linux-build", str(out), type="bind"),
                 docker.types.Mount("/ccache", str(cache_dir() / "ccache"), type="bind"),
@@ -170,30 +170,28 @@ def _run_build_step(image: str, arguments: list[str], *, what: str, timeout_s: f
     if code != 0:
         tail = "\n    ".join(line for line in output.strip().splitlines()[-15:])
         message = f"{what} failed (exit {code}):\n    {tail}\n  full log: {log}"
-        from harness.modules import INFRA_FAILURE_RE
-
         if code in (137, 139) or INFRA_FAILURE_RE.search(output[-5000:]):
             raise InfraError(message)
         raise BuildVerdictError(message)
     return output
 
 
-def materialize(build: KernelBuild, archive: Archive, base_image: str, progress: Progress) -> KernelTree:
+def materialize(build: KernelBuild, archive: Archive, images: KernelImages, progress: Progress) -> KernelTree:
     spec = build.spec
     what = f"kernel {spec.label} ({spec.value} {build.commit[:12]})"
 
     def make(root: Path) -> dict[str, object]:
-        image = images.kernel_build_image(progress)
+        image = images.kernel_build()
         (cache_dir() / "ccache").mkdir(exist_ok=True)
         workspace = _workspace(spec)
         log = kernel_store.build_log(build.key)
         with FileLock(str(workspace) + ".lock"):
             source, out, config_dir = workspace / "src", workspace / "out", workspace / "config"
             out.mkdir(exist_ok=True)
-            progress(f"{what}: checking out")
+            progress(Step(f"{what}: checking out"))
             _checkout(spec, build.commit, source)
             base, fragments = _config_files(kconfig.effective_items(spec.config), config_dir)
-            progress(f"{what}: configuring ({', '.join(kconfig.effective_items(spec.config))} + systemtap's needs)")
+            progress(Step(f"{what}: configuring ({', '.join(kconfig.effective_items(spec.config))} + systemtap's needs)"))
             _run_build_step(image, ["configure", base, *fragments], what=f"configuring {what}",
                             timeout_s=CONFIGURE_LIMIT_S, log=log, source=source, out=out, config_dir=config_dir)
             _check_config(out, spec, log)
@@ -201,12 +199,12 @@ def materialize(build: KernelBuild, archive: Archive, base_image: str, progress:
             expected = int(counted.read_text()) if counted.exists() and counted.read_text().isdigit() else 0
             tracker = BuildProgress(f"building {what}", progress, expected)
             started = time.monotonic()
-            progress(f"building {what} (log: {log})")
+            progress(Step(f"building {what} (log: {log})"))
             _run_build_step(image, ["build"], what=f"building {what}", timeout_s=build_limit_s(), log=log,
-                            source=source, out=out, config_dir=config_dir, progress=tracker.line)
+                            source=source, out=out, config_dir=config_dir, on_line=tracker.line)
             if tracker.count > expected:
                 counted.write_text(str(tracker.count))
-            progress(f"built {what} in {time.monotonic() - started:.0f} s ({tracker.count} files compiled)")
+            progress(KernelBuilt(what, round(time.monotonic() - started, 1), tracker.count))
             fields: dict[str, object] = dict(kernel_package.package(source, out, root, image, log))
         fields["build_id"] = build_id(root / str(fields["vmlinux"]))
         fields["identity"] = f"{spec.value} {spec.ref} commit {build.commit}"

@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,9 @@ from pathlib import Path
 import docker.types
 from filelock import FileLock
 
-from harness import cache
+from harness import cache, docker_env
 from harness.errors import BuildVerdictError, InfraError
+from harness.progress import KernelReady, Progress
 from harness.settings import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -113,7 +115,7 @@ def _tree(key: str, root: Path, manifest: dict[str, object]) -> KernelTree:
 Maker = Callable[[Path], dict[str, object]]
 
 
-def ensure(key: str, what: str, make: Maker, progress: Callable[[str], None]) -> KernelTree:
+def ensure(key: str, what: str, make: Maker, progress: Progress) -> KernelTree:
     """The tree for `key`, made by `make(root)` unless the store has it. `make` fills `root`
     and returns the manifest fields (release, cc, cc_version, vmlinuz, vmlinux,
     build_id, identity); mount points are computed here. One process makes a key at a time."""
@@ -135,6 +137,7 @@ def ensure(key: str, what: str, make: Maker, progress: Callable[[str], None]) ->
         if final.exists():
             remove_tree(final)  # a tree without a valid manifest: incomplete
         partial = store_dir() / f".{key}.partial-{os.getpid()}"
+        started = time.monotonic()
         (partial / "root").mkdir(parents=True)
         try:
             fields = make(partial / "root")
@@ -152,7 +155,7 @@ def ensure(key: str, what: str, make: Maker, progress: Callable[[str], None]) ->
         except BaseException:
             remove_tree(partial)
             raise
-    progress(f"kernel {tree.release} ready in the store ({what})")
+    progress(KernelReady(tree.release, what, round(time.monotonic() - started, 1)))
     stored = find(key)
     if stored is None:
         raise InfraError(f"{what}: the kernel tree {final} vanished right after it was made")
@@ -169,8 +172,6 @@ def remove_tree(path: Path) -> None:
         return
     except PermissionError:
         pass
-    from harness import docker_env  # only needed on this path
-
     parent = path.parent
     docker_env.client().containers.run(
         "busybox" if docker_env.image_exists("busybox") else _any_image(), ["rm", "-rf", f"/parent/{path.name}"],
@@ -179,8 +180,6 @@ def remove_tree(path: Path) -> None:
 
 
 def _any_image() -> str:
-    from harness import docker_env
-
     images = docker_env.client().images.list(filters={"label": f"{docker_env.LABEL}=1"})
     if not images:
         raise InfraError(f"cannot remove root-owned files under {store_dir()}: run `stapmatrix clean` as root")

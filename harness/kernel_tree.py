@@ -15,12 +15,13 @@ from pathlib import Path
 
 from harness import kconfig, kernel_package, kernel_store
 from harness.archive import Archive
+from harness.bases import choose_base
 from harness.elf import build_id, has_dwarf
 from harness.errors import InfraError, MatrixError
-from harness.kernel_debian import choose_base
+from harness.kernel_build import KernelBuild, KernelImages
 from harness.kernel_store import KernelTree
-from harness.kernels import KernelBuild, Progress
-from harness.matrix import KernelSpec
+from harness.progress import Progress, Step
+from harness.specs import KernelSpec
 
 BUILT_FILES = ("vmlinux", "arch/x86/boot/bzImage", "System.map", "Module.symvers", "include/config/kernel.release")
 
@@ -74,17 +75,14 @@ def _key(objtree: Path, config_text: str, vmlinux_build_id: str) -> str:
     return "path-" + digest.hexdigest()[:24]
 
 
-def resolve(spec: KernelSpec, where: str, archive: Archive | None = None) -> KernelBuild:
+def resolve(spec: KernelSpec, where: str, archive: Archive) -> KernelBuild:
     objtree = Path(spec.value)
     _, config_text = check_tree(objtree, where)
     vmlinux_build_id = build_id(objtree / "vmlinux")
     release = (objtree / "include/config/kernel.release").read_text().strip()
     _cc, version = kconfig.compiler_of(config_text, str(objtree / ".config"))
     compiler = f"gcc-{version}"
-    if archive is not None:
-        base, reason = choose_base(archive, (compiler,), f"kernel tree {objtree.name}")
-    else:
-        base, reason = "trixie", f"kernel tree {objtree.name} was built with {compiler}"
+    base, reason = choose_base(archive, (compiler,), f"kernel tree {objtree.name}")
     return KernelBuild(
         spec=spec, key=_key(objtree, config_text, vmlinux_build_id),
         identity=f"tree {objtree} vmlinux build-id {vmlinux_build_id[:16]}", origin="path", release=release,
@@ -92,13 +90,13 @@ def resolve(spec: KernelSpec, where: str, archive: Archive | None = None) -> Ker
     )
 
 
-def materialize(build: KernelBuild, archive: Archive, base_image: str, progress: Progress) -> KernelTree:
+def materialize(build: KernelBuild, archive: Archive, images: KernelImages, progress: Progress) -> KernelTree:
     objtree = Path(build.spec.value)
 
     def make(root: Path) -> dict[str, object]:
-        progress(f"kernel {build.spec.label}: copying {objtree} into the kernel store")
+        progress(Step(f"kernel {build.spec.label}: copying {objtree} into the kernel store"))
         log = kernel_store.build_log(build.key)
-        fields: dict[str, object] = dict(kernel_package.package(source_tree(objtree), objtree, root, base_image, log))
+        fields: dict[str, object] = dict(kernel_package.package(source_tree(objtree), objtree, root, images.base(), log))
         found = build_id(root / str(fields["vmlinux"]))
         if found != build.commit:
             raise InfraError(f"{objtree} changed during the run (vmlinux build-id {found[:16]}, planned "

@@ -1,15 +1,12 @@
-"""The matrix file: kernels x systemtap builds x test scripts, validated before any work starts.
+"""The matrix file: kernels x systemtap builds x test scripts, read and validated before any
+work starts. The types it yields (specs, rules) are harness/specs.py's.
 
 Every value keeps the line it came from, so a later check (an unknown kernel, say) can still
-name `matrix.yaml:LINE`. Values are checked against strict patterns here: nothing from the
-matrix ever reaches a shell, but a value with shell metacharacters is a typo or worse, and
-is refused with its line.
+name `matrix.yaml:LINE`.
 """
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,22 +15,28 @@ from typing import Generic, TypeVar
 import yaml
 
 from harness.errors import MatrixError
-from harness.gitrepo import mask
+from harness.kconfig import parse_config_items
 from harness.scripts import TestScript, load_script
+from harness.specs import (
+    EXP_RE,
+    NAME_RE,
+    PATTERN_RE,
+    KernelSpec,
+    Rule,
+    StapSpec,
+    check_value,
+    expand_path,
+    git_location,
+    nearest,
+    parse_kernel_spec,
+    parse_stap_spec,
+)
 
 T = TypeVar("T")
 
-KERNEL_RE = re.compile(r"^[0-9]+\.[0-9]+[0-9A-Za-z.+~-]*-amd64$")
-DEB_VERSION_RE = re.compile(r"^[0-9][0-9A-Za-z.+~:-]*$")
-PATTERN_RE = re.compile(r"^[0-9A-Za-z.+~:*?_/@-]+$")
-URL_RE = re.compile(r"^[A-Za-z0-9_./:@+~-]+$")
-REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]*$")
-SHELL_METACHARACTERS = set(";&|$`<>()\\\"'{}[]!#\n\t ")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+:-]{0,63}$")
 TOP_LEVEL_KEYS = ("kernels", "stap", "tests", "testsuite", "exclude", "xfail", "allow_splats")
 KERNEL_KEYS = ("deb", "git", "ref", "path", "config", "name")
 STAP_KEYS = ("deb", "git", "ref", "path", "name")
-EXP_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?\.exp$")
 RULE_KEYS = ("kernel", "stap", "test", "reason")
 
 
@@ -41,96 +44,6 @@ RULE_KEYS = ("kernel", "stap", "test", "reason")
 class Located(Generic[T]):
     value: T
     line: int
-
-
-def _id_part(text: str, limit: int) -> str:
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text)[:limit]
-
-
-@dataclass(frozen=True)
-class StapSpec:
-    """A systemtap build: `deb:VERSION`, `git:URL@REF` or `path:DIR`."""
-
-    kind: str  # deb | git | path
-    value: str  # the package version, the repository URL or the checkout directory
-    ref: str = ""  # git only: a commit, tag or branch
-    name: str = ""  # the column's name (matrix `name:`); default: the spec
-
-    @property
-    def spec(self) -> str:
-        """The build as people and results name it; credentials in a URL are masked (the
-        value itself, which git uses, keeps them)."""
-        return f"git:{mask(self.value)}@{self.ref}" if self.kind == "git" else f"{self.kind}:{self.value}"
-
-    @property
-    def display_name(self) -> str:
-        return self.name or self.spec
-
-    @property
-    def label(self) -> str:
-        """The short form used in test ids: `stap5.1-5`, `stap-release-5.5`, `stap-path-NAME`,
-        or `stap-NAME` for a named column."""
-        if self.name:
-            return "stap-" + _id_part(self.name, 40)
-        if self.kind == "deb":
-            return f"stap{self.value}"
-        if self.kind == "git":
-            return "stap-" + _id_part(self.ref, 40)
-        return "stap-path-" + _id_part(Path(self.value).name, 30)
-
-
-@dataclass(frozen=True)
-class KernelSpec:
-    """A kernel: a Debian ABI name, `git:URL@REF` (built from source) or `path:DIR` (a tree
-    the developer built)."""
-
-    kind: str  # deb | git | path
-    value: str  # the ABI name, the repository URL or directory, or the build directory
-    ref: str = ""  # git only
-    config: tuple[str, ...] = ()  # git only: a base and fragments (see harness/kconfig.py)
-    name: str = ""  # the row's name (matrix `name:`); default: the spec
-
-    @property
-    def spec(self) -> str:
-        if self.kind == "deb":
-            return self.value
-        return f"git:{mask(self.value)}@{self.ref}" if self.kind == "git" else f"path:{self.value}"
-
-    @property
-    def display_name(self) -> str:
-        return self.name or self.spec
-
-    @property
-    def label(self) -> str:
-        """The row's part of test ids: the ABI name, `linux-REF`, `linux-path-DIR`, or the name."""
-        if self.name:
-            return _id_part(self.name, 40)
-        if self.kind == "deb":
-            return self.value
-        if self.kind == "git":
-            return "linux-" + _id_part(self.ref, 40)
-        return "linux-path-" + _id_part(Path(self.value).name, 30)
-
-
-@dataclass(frozen=True)
-class Rule:
-    """An exclusion or a known failure: fnmatch patterns over kernel, stap spec and test name."""
-
-    kernel: str
-    stap: str
-    test: str
-    reason: str
-    line: int
-
-    def matches(self, kernel: KernelSpec | str, stap: StapSpec | str, test: str) -> bool:
-        """Kernel and systemtap patterns match the spec or the name."""
-        kernels = (kernel.spec, kernel.display_name) if isinstance(kernel, KernelSpec) else (kernel,)
-        staps = (stap.spec, stap.display_name) if isinstance(stap, StapSpec) else (stap,)
-        return (
-            any(fnmatch.fnmatchcase(k, self.kernel) for k in kernels)
-            and any(fnmatch.fnmatchcase(s, self.stap) for s in staps)
-            and fnmatch.fnmatchcase(test, self.test)
-        )
 
 
 @dataclass
@@ -152,94 +65,6 @@ class Matrix:
 
     def known_failure(self, kernel: KernelSpec | str, stap: StapSpec | str, test: str) -> Rule | None:
         return next((r for r in self.xfail if r.matches(kernel, stap, test)), None)
-
-
-def nearest(value: str, choices: list[str], n: int = 4) -> str:
-    """A human hint: the closest valid values, or a few of them when none is close."""
-    close = difflib.get_close_matches(value, choices, n=n, cutoff=0.5)
-    return ", ".join(close or choices[:n])
-
-
-def check_value(value: str, pattern: re.Pattern[str], where: str, what: str, example: str) -> None:
-    bad = sorted(set(value) & SHELL_METACHARACTERS)
-    if bad:
-        raise MatrixError(
-            f"{where}: {what} {value!r} contains {''.join(bad)!r}; matrix values are names, "
-            f"never shell text (for example {example})"
-        )
-    if not pattern.match(value):
-        raise MatrixError(f"{where}: {what} {value!r} is not valid (for example {example})")
-
-
-def expand_path(text: str, base: Path, where: str) -> Path:
-    """`~`, `~user`, relative (to `base`) or absolute; a `~user` that does not exist is an error."""
-    try:
-        path = Path(text).expanduser()
-    except RuntimeError:
-        raise MatrixError(f"{where}: cannot expand {text!r}: no such user's home directory") from None
-    try:
-        return (path if path.is_absolute() else base / path).resolve()
-    except (RuntimeError, OSError) as error:  # Python 3.11 raises RuntimeError for a symlink loop
-        raise MatrixError(f"{where}: cannot resolve {text!r}: {error}") from None
-
-
-# --- systemtap builds -------------------------------------------------------------------------
-
-def parse_stap_spec(text: str, where: str, name: str = "") -> StapSpec:
-    """`deb:VERSION`, `git:URL@REF` (URL a local repository or a remote one) or `path:DIR`."""
-    kind, _, value = text.partition(":")
-    kind, value = kind.strip(), value.strip()
-    if kind == "deb":
-        check_value(value, DEB_VERSION_RE, where, "systemtap package version", "5.1-5")
-        return StapSpec(kind, value, name=name)
-    if kind == "git" and "@" in value:
-        url, _, ref = value.rpartition("@")
-        return git_spec(url, ref, where, name)
-    if kind == "path" and value:
-        return path_spec(str(expand_path(value, Path.cwd(), where)), where, name)
-    raise MatrixError(
-        f"{where}: systemtap build {text!r} is not deb:VERSION (deb:5.1-5), git:URL@REF "
-        "(git:https://sourceware.org/git/systemtap.git@release-5.5) or path:DIR"
-    )
-
-
-def git_spec(url: str, ref: str, where: str, name: str = "") -> StapSpec:
-    check_value(url, URL_RE, where, "git URL", "https://sourceware.org/git/systemtap.git")
-    check_value(ref, REF_RE, where, "git ref", "release-5.5")
-    return StapSpec("git", url, ref, name)
-
-
-def path_spec(directory: str, where: str, name: str = "") -> StapSpec:
-    check_value(directory, URL_RE, where, "source directory", "/home/me/systemtap")
-    path = Path(directory)
-    if not (path / "configure.ac").is_file():
-        raise MatrixError(f"{where}: {path} is not a systemtap checkout (it has no configure.ac)")
-    return StapSpec("path", str(path), name=name)
-
-
-# --- kernels ------------------------------------------------------------------------------
-
-def parse_kernel_spec(text: str, where: str, name: str = "", config: tuple[str, ...] = ()) -> KernelSpec:
-    """A Debian ABI name (`6.12.117+deb13-amd64`, also as `deb:ABI`), `git:URL-or-DIR@REF` or `path:DIR`."""
-    kind, separator, value = text.partition(":")
-    if separator and kind == "git" and "@" in value:
-        url, _, ref = value.rpartition("@")
-        check_value(url, URL_RE, where, "git URL", "https://git.kernel.org/.../linux.git or /home/me/linux")
-        check_value(ref, REF_RE, where, "git ref", "v6.12")
-        if "://" not in url and not url.startswith("/") and not re.match(r"^[\w.-]+@[\w.-]+:", url):
-            url = str(expand_path(url, Path.cwd(), where))
-        return KernelSpec("git", url, ref, config, name)
-    if separator and kind == "path" and value:
-        if config:
-            raise MatrixError(f"{where}: a path: kernel is used as it was built; config: applies to git: kernels")
-        directory = expand_path(value, Path.cwd(), where)
-        check_value(str(directory), URL_RE, where, "kernel build directory", "/home/me/linux")
-        return KernelSpec("path", str(directory), name=name)
-    abi = value if separator and kind == "deb" else text
-    if config:
-        raise MatrixError(f"{where}: config: applies to git: kernels; a Debian kernel comes built")
-    check_value(abi, KERNEL_RE, where, "kernel ABI name", "6.12.117+deb13-amd64, git:DIR@REF or path:DIR")
-    return KernelSpec("deb", abi, name=name)
 
 
 # --- YAML helpers -------------------------------------------------------------------------
@@ -315,8 +140,7 @@ def _source_fields(values: dict[str, yaml.Node], path: Path, where: str, what: s
     if kind == "git":
         if "ref" not in values:
             raise MatrixError(f"{where}: a git {what} needs a ref: (a commit, tag or branch)")
-        if "://" not in value and not value.startswith("/") and not re.match(r"^[\w.-]+@[\w.-]+:", value):
-            value = str(expand_path(value, path.parent, where))
+        value = git_location(value, path.parent, where)
         return kind, f"git:{value}@{_scalar(values['ref'], where, 'ref')}"
     if "ref" in values:
         raise MatrixError(f"{where}: ref: belongs to a git: {what}")
@@ -342,8 +166,6 @@ def _parse_stap_node(node: yaml.Node, path: Path) -> StapSpec:
 def _parse_kernel_node(node: yaml.Node, path: Path) -> KernelSpec:
     """`- ABI`, `- git:DIR@REF`, `- path:DIR`, or a mapping with one of deb:, git: + ref:,
     path:, and optionally name: and (git only) config:."""
-    from harness.kconfig import parse_config_items  # the fragments live beside the kernel builder
-
     where = f"{path}:{_line(node)}"
     if not isinstance(node, yaml.MappingNode):
         text = _scalar(node, where, "a kernel")

@@ -38,27 +38,20 @@ from filelock import FileLock
 
 from harness import cache, docker_env
 from harness.errors import InfraError
+from harness.files import GUEST_DIR
 from harness.kernel_store import KernelTree
+from harness.logs import INFRA_FAILURE_RE, classify_compile_failure, first_error_lines
 from harness.outcomes import Outcome
+from harness.progress import Progress, ScriptCompiled, Step, discard
 from harness.resources import container_peak_mb, record_compile_peak
 from harness.scripts import TestScript
 from harness.settings import cache_dir
 
 logger = logging.getLogger(__name__)
 
-GUEST_DIR = Path(__file__).resolve().parent / "guest"
 CACHE_VERSION = "modules-v2"
 COMPILE_LIMIT_S = 1800  # one script: tracepoint queries of a big kernel take minutes under load
 PACK_LIMIT_S = 600
-# stap prints "Pass N: ... failed." when a pass gives up (also without -v).
-PASS_FAILED_RE = re.compile(r"^Pass ([1-5]): .*failed", re.MULTILINE)
-ERROR_LINE_RE = re.compile(r"(error|ERROR|Error|failed|undefined|No DWARF|WARNING: cannot)")
-# A compile that failed for one of these reasons says nothing about the script.
-INFRA_FAILURE_RE = re.compile(
-    r"(No space left on device|Cannot allocate memory|Killed signal terminated program|"
-    r"virtual memory exhausted|out of memory|Read-only file system|Input/output error)",
-    re.IGNORECASE,
-)
 
 
 @dataclass
@@ -75,24 +68,6 @@ class Compiled:
 def module_name(test: str) -> str:
     """A valid module name: stap wants [A-Za-z0-9_] and a short name."""
     return "sm_" + re.sub(r"[^A-Za-z0-9_]", "_", test)[:40]
-
-
-def first_error_lines(log: str, limit: int = 6) -> str:
-    lines = [line for line in log.splitlines() if ERROR_LINE_RE.search(line)]
-    return "\n".join((lines or log.splitlines()[-limit:])[:limit])
-
-
-def classify_compile_failure(log: str) -> Outcome:
-    """Passes 1-3 (parse, elaborate, translate) are the front end: a probe point or variable
-    that no longer resolves. Pass 4 is the kernel build of the generated C."""
-    match = PASS_FAILED_RE.search(log)
-    if match and match.group(1) == "4":
-        return Outcome.FAIL_PASS4
-    if match:
-        return Outcome.FAIL_PASS2
-    if "make: ***" in log or "error: " in log and ".c:" in log:
-        return Outcome.FAIL_PASS4
-    return Outcome.FAIL_PASS2
 
 
 def stap_cache_dir(stap_key: str, kernel: KernelTree) -> Path:
@@ -115,7 +90,7 @@ def cell_container(image: str, workdir: Path, kernel: KernelTree,
     environment = {"HOME": "/work/home"}
     if kernel.cc == "gcc":
         # A kernel built from source calls plain `gcc`: make it the version that built the
-        # kernel (images/gcc-links.sh), ahead of the image's own PATH.
+        # kernel (harness/dockerfiles/gcc-links.sh), ahead of the image's own PATH.
         environment["PATH"] = f"/usr/local/lib/stapmatrix/gcc-{kernel.cc_version}:{_image_path(image)}"
     if stap_cache is not None:
         mounts.append(docker.types.Mount("/stapcache", str(stap_cache), type="bind"))
@@ -201,7 +176,7 @@ ContainerFactory = Callable[[], Container]
 
 
 def compile_script(container: ContainerFactory, script: TestScript, kernel: KernelTree, workdir: Path,
-                   stap_key: str, progress: Callable[[str], None] = logger.info) -> Compiled:
+                   stap_key: str, progress: Progress = discard) -> Compiled:
     """The script's verdict from the compile cache, or from `stap -p4` in the container
     `container()` gives (started only then)."""
     test_dir = workdir / "tests" / script.name
@@ -216,7 +191,7 @@ def compile_script(container: ContainerFactory, script: TestScript, kernel: Kern
     if cached:
         return cached
 
-    progress(f"{kernel.release}: compiling {script.name}")
+    progress(Step(f"{kernel.release}: compiling {script.name}"))
     scripts = workdir / "scripts"
     scripts.mkdir(exist_ok=True)
     (scripts / f"{script.name}.stp").write_text(script.text)
@@ -281,7 +256,7 @@ def pack_guest(container: ContainerFactory, kernel: KernelTree, workdir: Path, s
 
 
 def compile_cell(image: str, scripts: tuple[TestScript, ...], kernel: KernelTree, workdir: Path,
-                 stap_key: str, progress: Callable[[str], None] = logger.info) -> dict[str, Compiled]:
+                 stap_key: str, progress: Progress = discard) -> dict[str, Compiled]:
     """Compile every script; pack the ones that compiled, and the kernel, for the guest. The
     container starts only when something needs it (a compile or a pack the cache lacks)."""
     (workdir / "build").mkdir(parents=True, exist_ok=True)
@@ -294,8 +269,7 @@ def compile_cell(image: str, scripts: tuple[TestScript, ...], kernel: KernelTree
             compiled = compile_script(container, script, kernel, workdir, stap_key, progress)
             results[script.name] = compiled
             verdict = "ok" if compiled.ok else compiled.outcome.value if compiled.outcome else "failed"
-            progress(f"{kernel.release}: {script.name}: {verdict} "
-                     f"({'cached' if compiled.cached else f'{compiled.seconds:.0f} s'})")
+            progress(ScriptCompiled(kernel.release, script.name, verdict, compiled.seconds, compiled.cached))
         lines = [
             f"{s.name} {module_name(s.name)} {s.timeout_s} {','.join(s.staprun_args) or '-'} {' '.join(s.run)}".rstrip()
             for s in scripts if results[s.name].ok

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 
+from harness.cache import atomic_write_bytes
 from harness.errors import MatrixError
 
 
@@ -123,13 +124,16 @@ def _relative(path: str, base: Path) -> str:
     return path if relative.startswith("..") else relative
 
 
+def write_records(path: Path, records: list[dict[str, object]]) -> None:
+    """A results file, written atomically (harness/cache.py): a reader never sees half a file."""
+    atomic_write_bytes(path, (json.dumps(records, indent=2) + "\n").encode())
+
+
 def write_results(path: Path, results: list[Result]) -> None:
-    """Written atomically: a reader never sees half a file."""
+    """results.json with artifact paths relative to its directory."""
     path.parent.mkdir(parents=True, exist_ok=True)
     base = path.parent.resolve()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps([r.as_json(base) for r in results], indent=2) + "\n")
-    tmp.replace(path)
+    write_records(path, [r.as_json(base) for r in results])
 
 
 def read_results(path: Path) -> list[Result]:

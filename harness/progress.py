@@ -1,11 +1,17 @@
-"""What a run is doing, while it does it.
+"""What a run is doing, while it does it: typed progress events.
+
+Every long step reports through a `Progress` callback that takes an `Event`: a record with
+its own fields (an image built and how long it took, a package downloaded so far, a kernel
+ready in the store, a script compiled or taken from the cache). Code that needs to know what
+happened (was any image built? how many?) looks at the events' types and fields, never at
+their text; the text is for people.
 
 Every process of a run (the pytest controller, each xdist worker, `stapmatrix run`) appends
-its progress events to RUN/progress.log, one timestamped line each: image builds (with
-download sizes and rates), kernel builds (files compiled, rate), compiles, boots. A first run
-of the default matrix takes tens of minutes; nobody should have to guess what it is doing.
+its events to RUN/progress.log, one timestamped line each, and to RUN/events.jsonl, one JSON
+object each (`{"time", "worker", "event": CLASS, ...fields}`). A first run of the default
+matrix takes tens of minutes; nobody should have to guess what it is doing.
 
-The pytest controller relays that file to its terminal (xdist workers cannot write there):
+The pytest controller relays progress.log to its terminal (xdist workers cannot write there):
 every event as a plain timestamped line, and every STATUS_EVERY_S a status line saying what
 each worker is on and how many cells are left. `stapmatrix run` shows the same events, with a
 live spinner naming the current step when its output is a terminal.
@@ -13,14 +19,163 @@ live spinner naming the current step when its output is a terminal.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 STATUS_EVERY_S = 30.0
 POLL_S = 1.0
+
+
+class Event(ABC):
+    """One thing a run did or is doing. Subclasses are frozen dataclasses."""
+
+    @abstractmethod
+    def text(self) -> str:
+        """The event for people: one line."""
+
+    def fields(self) -> dict[str, object]:
+        return asdict(self)  # type: ignore[call-overload,no-any-return]
+
+
+Progress = Callable[[Event], None]
+
+
+@dataclass(frozen=True)
+class Step(Event):
+    """A step that needs no fields of its own: "booting 6.12... under TCG"."""
+
+    message: str
+
+    def text(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class ImageBuildStarted(Event):
+    tag: str
+    log: str
+
+    def text(self) -> str:
+        return f"building {self.tag} (log: {self.log})"
+
+
+@dataclass(frozen=True)
+class ImageBuildStep(Event):
+    tag: str
+    step: str  # Docker's "Step N/M : ..." line
+
+    def text(self) -> str:
+        return f"{self.tag}: {self.step}"
+
+
+@dataclass(frozen=True)
+class ImageBuildFailed(Event):
+    tag: str
+    attempt: int
+    error: str
+
+    def text(self) -> str:
+        return f"{self.tag}: build attempt {self.attempt} failed: {self.error}"
+
+
+@dataclass(frozen=True)
+class ImageBuilt(Event):
+    tag: str
+    seconds: float
+
+    def text(self) -> str:
+        return f"built {self.tag} in {self.seconds:.0f} s"
+
+
+@dataclass(frozen=True)
+class Download(Event):
+    """A download under way (every few seconds) or done (`finished`)."""
+
+    name: str
+    done_bytes: int
+    total_bytes: int
+    seconds: float
+    finished: bool = False
+
+    def text(self) -> str:
+        mib = 1024 * 1024
+        rate = self.done_bytes / mib / max(self.seconds, 0.1)
+        if self.finished:
+            return f"downloaded {self.name}: {self.done_bytes // mib} MiB in {self.seconds:.0f} s ({rate:.0f} MiB/s)"
+        return (f"downloading {self.name}: {self.done_bytes // mib} of {self.total_bytes // mib} MiB "
+                f"({rate:.0f} MiB/s)")
+
+
+@dataclass(frozen=True)
+class KernelBuildProgress(Event):
+    what: str
+    files: int
+    expected: int  # files an earlier build of the same directory compiled, 0 when unknown
+    seconds: float
+    last: str
+
+    def text(self) -> str:
+        of = f" of about {self.expected}" if self.expected > self.files else ""
+        rate = self.files / max(self.seconds, 1)
+        return f"{self.what}: {self.files}{of} files built in {self.seconds:.0f} s ({rate:.1f}/s), last {self.last}"
+
+
+@dataclass(frozen=True)
+class KernelBuilt(Event):
+    what: str
+    seconds: float
+    files: int
+
+    def text(self) -> str:
+        return f"built {self.what} in {self.seconds:.0f} s ({self.files} files compiled)"
+
+
+@dataclass(frozen=True)
+class KernelReady(Event):
+    """A kernel was extracted, built or packaged into the store just now."""
+
+    release: str
+    what: str
+    seconds: float
+
+    def text(self) -> str:
+        return f"kernel {self.release} ready in the store ({self.what}) after {self.seconds:.0f} s"
+
+
+@dataclass(frozen=True)
+class ScriptCompiled(Event):
+    release: str
+    test: str
+    verdict: str  # ok, fail-pass2, fail-pass4, ...
+    seconds: float
+    cached: bool
+
+    def text(self) -> str:
+        return f"{self.release}: {self.test}: {self.verdict} ({'cached' if self.cached else f'{self.seconds:.0f} s'})"
+
+
+@dataclass(frozen=True)
+class CellStarted(Event):
+    cell: str
+    tests: int
+
+    def text(self) -> str:
+        return f"{self.cell}: starting ({self.tests} test(s))"
+
+
+@dataclass(frozen=True)
+class CellFinished(Event):
+    cell: str
+    counts: str  # "3 pass, 1 fail-load"
+
+    def text(self) -> str:
+        return f"{self.cell}: done: {self.counts}"
 
 
 def worker_name() -> str:
@@ -28,21 +183,41 @@ def worker_name() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
+def discard(event: Event) -> None:
+    """A Progress that drops every event (a caller with nobody to tell)."""
+
+
 class ProgressLog:
-    """A progress callback that appends to RUN/progress.log (and calls `echo`, if given)."""
+    """A Progress that appends to RUN/progress.log and RUN/events.jsonl (and calls `echo`
+    with the event's text, if given)."""
 
     def __init__(self, path: Path, echo: Callable[[str], None] | None = None) -> None:
         self.path = path
+        self.events_path = path.with_name("events.jsonl")
         self.echo = echo
         self.worker = worker_name()
 
-    def __call__(self, message: str) -> None:
-        line = f"{time.strftime('%H:%M:%S')} {self.worker} {message}"
+    def __call__(self, event: Event) -> None:
+        text = event.text()
+        line = f"{time.strftime('%H:%M:%S')} {self.worker} {text}"
+        record = {"time": time.time(), "worker": self.worker, "event": type(event).__name__, **event.fields()}
         # One write per line with O_APPEND: lines of concurrent workers do not interleave.
         with self.path.open("a") as stream:
             stream.write(line.replace("\n", " | ") + "\n")
+        with self.events_path.open("a") as stream:
+            stream.write(json.dumps(record, default=str) + "\n")
         if self.echo:
-            self.echo(message)
+            self.echo(text)
+
+
+def read_events(path: Path) -> Iterator[dict[str, object]]:
+    """The records of a run's events.jsonl (a run directory or the file), oldest first."""
+    if path.is_dir():
+        path = path / "events.jsonl"
+    with path.open() as stream:
+        for line in stream:
+            if line.strip():
+                yield json.loads(line)
 
 
 class Relay:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import io
 import logging
 import re
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -28,15 +27,16 @@ from rich.console import Console
 
 from harness import docker_env, resources
 from harness.archive import Archive
-from harness.cell import CellContext, check_reruns, run_cell
-from harness.cli import new_run_dir
+from harness.cell import check_reruns
 from harness.errors import InfraError, MatrixError, StapmatrixError
 from harness.gitrepo import mask
-from harness.matrix import Matrix, load_matrix
-from harness.outcomes import Outcome, Result, read_results, write_results
-from harness.plan import Cell, Plan, make_plan, select_cell
-from harness.progress import ProgressLog, Relay
-from harness.report import render_terminal, write_run_reports
+from harness.matrix import Matrix
+from harness.outcomes import Outcome, Result, read_results
+from harness.plan import Cell, Plan
+from harness.progress import Relay
+from harness.report.html import write_run_reports
+from harness.report.terminal import render_terminal
+from harness.session import Session, matrix_context, new_run_dir, plan_matrix, prepare_process
 from harness.settings import artifacts_root
 
 logger = logging.getLogger("stapmatrix")
@@ -118,46 +118,16 @@ def _marker(prefix: str, value: str) -> str:
     return prefix + re.sub(r"[^A-Za-z0-9]+", "_", value).strip("_")
 
 
-class MatrixSession:
-    """The loaded matrix and plan, plus the results of the cells this process ran."""
+class MatrixSession(Session):
+    """The run of a matrix file: its session (harness/session.py) plus the matrix it came from."""
 
     def __init__(self, matrix: Matrix, plan: Plan, run_dir: Path, reruns: int, archive: Archive) -> None:
+        super().__init__(plan, run_dir, matrix_context(matrix, reruns), archive, logger.info)
         self.matrix = matrix
-        self.plan = plan
-        self.run_dir = run_dir
-        self.reruns = reruns
-        self.archive = archive  # the one planning read: cells need the same package indexes
-        self.results: dict[str, list[Result]] = {}
 
     def cell_results(self, cell: Cell) -> list[Result]:
-        if cell.id not in self.results:
-            _prepare_to_run_cells()
-            context = CellContext(self.matrix.allow_splats, self.matrix.known_failure, self.reruns)
-            progress = ProgressLog(self.run_dir / "progress.log", logger.info)
-            progress(f"{cell.id}: starting ({len(cell.tests)} test(s))")
-            results = run_cell(cell, context, self.run_dir / cell.id, progress, self.archive)
-            write_results(self.run_dir / "cells" / f"{cell.id}.json", results)
-            progress(f"{cell.id}: done: " + ", ".join(f"{n} {o}" for o, n in
-                                                       sorted(Counter(r.outcome.value for r in results).items())))
-            self.results[cell.id] = results
-        return self.results[cell.id]
-
-
-_prepared: list[bool] = []
-
-
-def _prepare_to_run_cells() -> None:
-    """Once per process, before its first cell, not at start-up: collecting (`--collect-only`,
-    `-k` that selects nothing) must never contact Docker, and only a process that starts
-    containers needs SIGTERM to unwind through their clean-up."""
-    if _prepared:
-        return
-    _prepared.append(True)
-    docker_env.exit_cleanly_on_sigterm()
-    try:
-        docker_env.remove_orphans()
-    except StapmatrixError:
-        pass  # no daemon: the cell reports it as its error, with how to start one
+        prepare_process(docker_required=False)  # no daemon: the cell reports it as its error, with how to start one
+        return self.run(cell)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -170,11 +140,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _one_worker_per_cell(config)
     matrix_path = Path(config.getoption("matrix") or config.invocation_params.dir / "matrix.yaml")
     try:
-        matrix = load_matrix(matrix_path)
-        if config.getoption("cell"):
-            matrix = select_cell(matrix, config.getoption("cell"))
         archive = Archive()
-        plan = make_plan(matrix, archive)
+        matrix, plan = plan_matrix(matrix_path, archive, config.getoption("cell"))
         reruns = check_reruns(config.getoption("reruns"))
     except MatrixError as error:
         raise pytest.UsageError(str(error)) from None
@@ -267,14 +234,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if matrix_session is None or hasattr(session.config, "workerinput") or reporter is None \
             or session.config.option.collectonly:
         return
-    cells_dir = matrix_session.run_dir / "cells"
-
     def write(line: str) -> None:
         reporter.ensure_newline()
         reporter.write_line(line)
 
     relay = Relay(matrix_session.run_dir / "progress.log", write, len(matrix_session.plan.cells),
-                  lambda: len(list(cells_dir.glob("*.json"))) if cells_dir.exists() else 0)
+                  matrix_session.cells_done)
     session.config.stash[RELAY_KEY] = relay
     relay.start()
 
@@ -286,12 +251,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     matrix_session = session.config.stash.get(SESSION_KEY, None)
     if matrix_session is None or hasattr(session.config, "workerinput"):
         return
-    cells_dir = matrix_session.run_dir / "cells"
-    results = []
-    for path in sorted(cells_dir.glob("*.json")) if cells_dir.exists() else []:
-        results += read_results(path)
+    results = matrix_session.merge()
     if results:
-        write_results(matrix_session.run_dir / "results.json", results)
         write_run_reports(matrix_session.run_dir, results)
 
 

@@ -19,7 +19,6 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +28,9 @@ from harness import docker_env
 from harness.errors import InfraError
 from harness.guest import BOOT_LIMIT_S, guest_memory_mb, qemu_command, start_guest
 from harness.kernel_store import KernelTree
-from harness.matrix import EXP_RE
 from harness.modules import cell_container, lazy_container, pack_guest
+from harness.progress import Progress, Step
+from harness.specs import EXP_RE
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _wait_for_stapsh(results_log: Path, container: Container, limit_s: float) ->
 
 
 def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, exp_files: tuple[str, ...],
-                  guest_dir: Path, accel: str, stap_key: str, progress: Callable[[str], None],
+                  guest_dir: Path, accel: str, stap_key: str, progress: Progress,
                   ) -> tuple[list[DejaGnuResult], dict[str, str]]:
     """Boot the guest serving stapsh, run DejaGnu on `exp_files` against it, return the lines."""
     for exp in exp_files:
@@ -121,7 +121,7 @@ def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, exp_fi
     artifacts = {"testsuite_dir": str(out), "console": str(guest_dir / "console-stapsh.log")}
     try:
         port = _wait_for_stapsh(guest_dir / "results-stapsh.log", guest, BOOT_LIMIT_S[accel])
-        progress(f"{kver}: stapsh listening on {port} in the guest; running {' '.join(exp_files)}")
+        progress(Step(f"{kver}: stapsh listening on {port} in the guest; running {' '.join(exp_files)}"))
         with cell_container(cell_image, guest_dir, kernel) as runner:
             command = ["make", "-C", f"{SOURCE_TREE}/testsuite", "installcheck",
                        "SYSTEMTAP_PATH=/guest/remote-bin:/opt/systemtap/bin",
@@ -132,7 +132,7 @@ def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, exp_fi
                 environment={"STAPMATRIX_STAPSH": "/work/stapsh.sock", "STAPMATRIX_CONSOLE": "/work/console-stapsh.log"},
             )
             (out / "make.log").write_bytes(output)
-            progress(f"{kver}: testsuite finished in {time.monotonic() - started:.0f} s (make exit {code})")
+            progress(Step(f"{kver}: testsuite finished in {time.monotonic() - started:.0f} s (make exit {code})"))
             for name in ("systemtap.sum", "systemtap.log"):
                 copy_code, copied = docker_env.exec_with_limit(
                     runner, ["cat", f"{SOURCE_TREE}/testsuite/{name}"], what=f"reading {name}", timeout_s=120)

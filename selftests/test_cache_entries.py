@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import archive, cache, guest, kernel_store, modules, settings
+from harness import archive, cache, debian_names, guest, kernel_store, logs, modules, settings, suites
 from harness.errors import DockerUnavailableError, InfraError
 from harness.kernel_store import KernelTree
 from harness.outcomes import Outcome
@@ -173,16 +173,16 @@ def test_damaged_compile_entry_is_compiled_again(tmp_path: Path, cache_root: Pat
 
 def test_a_failed_compile_of_the_script_is_cached_but_not_an_infrastructure_failure() -> None:
     """Only a verdict about the script is cached: the classifier tells the two apart."""
-    assert modules.INFRA_FAILURE_RE.search("cc1: out of memory allocating 65536 bytes")
-    assert modules.INFRA_FAILURE_RE.search("/tmp/stapXYZ/x.o: No space left on device")
-    assert modules.INFRA_FAILURE_RE.search("gcc: fatal error: Killed signal terminated program cc1")
-    assert not modules.INFRA_FAILURE_RE.search("semantic error: no match (similar functions: vfs_read)")
-    assert modules.classify_compile_failure("Pass 4: compilation failed.  [man error::pass4]") is Outcome.FAIL_PASS4
+    assert logs.INFRA_FAILURE_RE.search("cc1: out of memory allocating 65536 bytes")
+    assert logs.INFRA_FAILURE_RE.search("/tmp/stapXYZ/x.o: No space left on device")
+    assert logs.INFRA_FAILURE_RE.search("gcc: fatal error: Killed signal terminated program cc1")
+    assert not logs.INFRA_FAILURE_RE.search("semantic error: no match (similar functions: vfs_read)")
+    assert logs.classify_compile_failure("Pass 4: compilation failed.  [man error::pass4]") is Outcome.FAIL_PASS4
 
 
 # --- package indexes ---------------------------------------------------------------------------
 
-SUITE = archive.SUITE_BY_NAME["trixie-security"]  # a small real index
+SUITE = suites.SUITE_BY_NAME["trixie-security"]  # a small real index
 
 
 def _index_path() -> Path:
@@ -215,7 +215,7 @@ def test_truncated_index_is_fetched_again(real_index: Path, monkeypatch: pytest.
     assert warned(caplog, "discarding it and rebuilding") and not real_index.exists()
     monkeypatch.delenv("STAPMATRIX_OFFLINE")
     packages = archive._load_suite(SUITE)
-    assert packages and all(archive.valid_name(p.name) for p in packages)
+    assert packages and all(debian_names.valid_name(p.name) for p in packages)
     assert cache.read_entry(real_index) is not None
 
 

@@ -27,14 +27,28 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from harness import archive, cache, docker_env, gitrepo, guest, images, kernels, modules, settings, sources
+from harness import (
+    archive,
+    cache,
+    docker_env,
+    gitrepo,
+    guest,
+    images,
+    kernels,
+    modules,
+    settings,
+    stap_git,
+    staps,
+    suites,
+)
 from harness.archive import Archive
+from harness.cell import CellImages
 from harness.cli import main
 from harness.errors import InfraError
-from harness.matrix import parse_kernel_spec, parse_stap_spec
 from harness.outcomes import Outcome, read_results
-from harness.plan import Cell, cell_base, resolve_stap
+from harness.plan import make_cell
 from harness.scripts import load_script
+from harness.specs import parse_kernel_spec, parse_stap_spec
 from selftests.checkouts import failing_checkout
 
 pytestmark = [pytest.mark.real]
@@ -84,14 +98,13 @@ def test_source_build_runs_configure_without_network(tmp_path: Path) -> None:
 # --- shared: the cell of test_real.py, a tmpfs, a Docker socket proxy ------------------------
 
 @pytest.fixture(scope="module")
-def cell_images() -> tuple[images.CellImages, str]:
+def cell_images() -> tuple[CellImages, str]:
     """The images and kernel tree of test_real.py's cell (built there, or here when missing),
     found through the developer's cache; and the systemtap image id."""
     archive = Archive()
-    kernel = kernels.resolve(archive, parse_kernel_spec(KERNEL, "test"), "test")
-    stap = resolve_stap(archive, parse_stap_spec(STAP, "test"), "test")
-    base, reason = cell_base(kernel, stap)
-    found = images.CellImages(Cell(kernel, stap, (), base, reason), archive, print)
+    kernel = kernels.resolve(parse_kernel_spec(KERNEL, "test"), "test", archive)
+    stap = staps.resolve(parse_stap_spec(STAP, "test"), "test", archive)
+    found = CellImages(make_cell(kernel, stap, ()), archive, print)
     return found, images.image_id(found.stap)
 
 
@@ -167,7 +180,7 @@ def test_full_disk_while_fetching_an_index(full_disk: Path) -> None:
 
 
 @CELL
-def test_full_disk_during_a_compile_is_an_error_not_a_verdict(cell_images: tuple[images.CellImages, str],
+def test_full_disk_during_a_compile_is_an_error_not_a_verdict(cell_images: tuple[CellImages, str],
                                                              full_disk: Path, own_cache: Path) -> None:
     """stap cannot write its module (the cell's directory is the full disk): an InfraError
     that says why, and nothing cached, so the next run compiles again."""
@@ -192,7 +205,7 @@ FIND_STAP = 'for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = stap ] &
 
 
 @CELL
-def test_killed_compile_is_an_error_and_not_cached(cell_images: tuple[images.CellImages, str], tmp_path: Path,
+def test_killed_compile_is_an_error_and_not_cached(cell_images: tuple[CellImages, str], tmp_path: Path,
                                                    own_cache: Path) -> None:
     """stap killed with SIGKILL mid-compile (as the OOM killer does): an error naming the kill,
     no cache entry; the next compile of the same script runs and its verdict is cached."""
@@ -225,7 +238,7 @@ def test_killed_compile_is_an_error_and_not_cached(cell_images: tuple[images.Cel
 
 
 @CELL
-def test_renamed_script_compiles_under_its_own_name(cell_images: tuple[images.CellImages, str], tmp_path: Path,
+def test_renamed_script_compiles_under_its_own_name(cell_images: tuple[CellImages, str], tmp_path: Path,
                                                     own_cache: Path) -> None:
     """Issue 12's crash: the same text under another name found the old name's entry and
     then no sm_NEWNAME.ko. Through compile_cell, as a run does it, twice."""
@@ -245,7 +258,7 @@ def test_renamed_script_compiles_under_its_own_name(cell_images: tuple[images.Ce
 # --- commands with a time limit ---------------------------------------------------------------------
 
 @pytest.fixture
-def sleeper(cell_images: tuple[images.CellImages, str]) -> Iterator[Container]:
+def sleeper(cell_images: tuple[CellImages, str]) -> Iterator[Container]:
     container = docker_env.client().containers.run(cell_images[0].runner, ["sleep", "infinity"], detach=True,
                                                    network_mode="none", labels=docker_env.container_labels("test"))
     try:
@@ -270,7 +283,7 @@ def test_exec_exit_124_or_a_kill_is_not_a_time_limit(sleeper: Container) -> None
 
 
 @CELL
-def test_container_over_its_time_limit_is_killed_and_named(cell_images: tuple[images.CellImages, str],
+def test_container_over_its_time_limit_is_killed_and_named(cell_images: tuple[CellImages, str],
                                                            tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(InfraError, match="the test step did not finish within 3 s and was stopped; log: "):
@@ -370,7 +383,7 @@ def _wait_for_guest_container() -> None:
 
 
 @CELL
-def test_dropped_docker_connection_is_not_a_guest_hang(cell_images: tuple[images.CellImages, str], tmp_path: Path,
+def test_dropped_docker_connection_is_not_a_guest_hang(cell_images: tuple[CellImages, str], tmp_path: Path,
                                                        docker_via_proxy: subprocess.Popen[bytes]) -> None:
     """The proxy is killed while `_boot` waits on the guest: an InfraError that says the
     connection was lost, not `False` (a hang, which would make the test a `timeout`)."""
@@ -386,7 +399,7 @@ def test_dropped_docker_connection_is_not_a_guest_hang(cell_images: tuple[images
 
 
 @CELL
-def test_a_guest_that_hangs_with_docker_answering_is_a_hang(cell_images: tuple[images.CellImages, str],
+def test_a_guest_that_hangs_with_docker_answering_is_a_hang(cell_images: tuple[CellImages, str],
                                                             tmp_path: Path,
                                                             docker_via_proxy: subprocess.Popen[bytes]) -> None:
     """The contrast: the same guest through the same proxy, which stays up: a hang (False),
@@ -401,7 +414,7 @@ def test_a_guest_that_hangs_with_docker_answering_is_a_hang(cell_images: tuple[i
 # --- orphan clean-up shares the daemon with other hosts -----------------------------------------
 
 @CELL
-def test_orphan_clean_up_removes_only_this_hosts_dead_runs(cell_images: tuple[images.CellImages, str]) -> None:
+def test_orphan_clean_up_removes_only_this_hosts_dead_runs(cell_images: tuple[CellImages, str]) -> None:
     dead = subprocess.Popen(["sleep", "0"])
     dead.wait()
     alive = subprocess.Popen(["sleep", "300"])
@@ -565,8 +578,8 @@ def test_repository_owned_by_another_user(systemtap_repo: Path) -> None:
     shutil.chown(systemtap_repo, "nobody")
     for path in systemtap_repo.rglob("*"):
         shutil.chown(path, "nobody")
-    commit = sources.resolve_ref(str(systemtap_repo), "release-9.9", "m:1")
-    names = subprocess.run(["tar", "-t"], input=sources.git_tarball(str(systemtap_repo), commit),
+    commit = stap_git.resolve_ref(str(systemtap_repo), "release-9.9", "m:1")
+    names = subprocess.run(["tar", "-t"], input=stap_git.git_tarball(str(systemtap_repo), commit),
                            capture_output=True, check=True).stdout.decode().split()
     assert names == ["configure.ac"]
 
@@ -578,7 +591,7 @@ MIRROR_DAMAGE = ["objects removed", "HEAD garbage", "a ref to a commit it lacks"
 def test_broken_mirror_is_cloned_again(systemtap_repo: Path, own_cache: Path, damage: str,
                                        caplog: pytest.LogCaptureFixture) -> None:
     url = f"file://{systemtap_repo}"  # a URL, so the harness keeps a mirror as for a remote
-    commit = sources.resolve_ref(url, "main", "m:1")
+    commit = stap_git.resolve_ref(url, "main", "m:1")
     (mirror,) = (own_cache / "git").glob("*[!k]")  # the mirror, not its .lock
     if damage == "objects removed":
         shutil.rmtree(mirror / "objects")
@@ -590,20 +603,20 @@ def test_broken_mirror_is_cloned_again(systemtap_repo: Path, own_cache: Path, da
     else:
         shutil.rmtree(mirror)
         mirror.mkdir()
-    assert sources.resolve_ref(url, "main", "m:1") == commit
+    assert stap_git.resolve_ref(url, "main", "m:1") == commit
     assert any("cloning it again" in r.getMessage() for r in caplog.records)
-    assert len(sources.git_tarball(url, commit)) > 0
+    assert len(stap_git.git_tarball(url, commit)) > 0
 
 
 def test_broken_mirror_of_a_server_out_of_reach(systemtap_repo: Path, own_cache: Path) -> None:
     """The repair needs the server: without it the error is git's own, and the mirror stays."""
     url = f"file://{systemtap_repo}"
-    sources.resolve_ref(url, "main", "m:1")
+    stap_git.resolve_ref(url, "main", "m:1")
     (mirror,) = (own_cache / "git").glob("*[!k]")
     (mirror / "HEAD").write_text("garbage\n")
     systemtap_repo.rename(systemtap_repo.with_name("moved"))
     with pytest.raises(InfraError, match=r"cloning file://.*: fatal: .*(does not appear|not exist|not a git)"):
-        sources.resolve_ref(url, "main", "m:1")
+        stap_git.resolve_ref(url, "main", "m:1")
     assert mirror.is_dir()
 
 
@@ -686,7 +699,7 @@ def test_index_that_does_not_match_the_signed_checksum_is_refused(real_inrelease
     settings.reset_mirrors()
     try:
         with pytest.raises(InfraError, match="Packages.xz does not match the SHA256 its signed InRelease lists"):
-            archive._load_suite(archive.SUITE_BY_NAME[SIGNED_SUITE])
+            archive._load_suite(suites.SUITE_BY_NAME[SIGNED_SUITE])
         assert not list((own_cache / "indexes").glob("*.json"))
     finally:
         server.shutdown()

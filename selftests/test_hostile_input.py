@@ -20,12 +20,13 @@ from harness.cli import main
 from harness.errors import InfraError, MatrixError
 from harness.gitrepo import check_transport, mask
 from harness.guest import GuestRun, TestRun, parse_results
-from harness.images import check_packages
-from harness.matrix import load_matrix, parse_stap_spec
+from harness.judge import judge
+from harness.matrix import load_matrix
 from harness.modules import Compiled
 from harness.outcomes import Outcome
-from harness.results import judge
+from harness.recipes import check_packages
 from harness.scripts import load_script
+from harness.specs import parse_stap_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = "6.12.117+deb13-amd64"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from harness.archive import Archive
+from harness.bases import compiler_packages
 from harness.errors import InfraError
 from harness.kconfig import compiler_of
-from harness.kernels import compiler_packages
 
 DATA = Path(__file__).parent / "data"
 

@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pytest
 
+from harness.archive import Archive
 from harness.errors import MatrixError
 from harness.kernel_tree import resolve
-from harness.matrix import parse_kernel_spec
+from harness.specs import parse_kernel_spec
 
 DATA = Path(__file__).parent / "data"
 
 
 def _refusal(tree: Path) -> str:
     with pytest.raises(MatrixError) as caught:
-        resolve(parse_kernel_spec(f"path:{tree}", "--kernel"), "--kernel")
+        resolve(parse_kernel_spec(f"path:{tree}", "--kernel"), "--kernel", Archive())
     return str(caught.value)
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.guest import GuestRun, TestRun
-from harness.matrix import Rule
-from harness.modules import Compiled, classify_compile_failure, first_error_lines
+from harness.judge import apply_known_failure, judge
+from harness.logs import classify_compile_failure, first_error_lines
+from harness.modules import Compiled
 from harness.outcomes import Outcome, Result, read_results, write_results
-from harness.results import apply_known_failure, judge
 from harness.scripts import TestScript
+from harness.specs import Rule
 
 SCRIPT = TestScript("t", Path("/t.stp"), "", expect=(("line", "hello"),))
 OK = Compiled("t", True, None, "", 1.0, False, Path("/log"))

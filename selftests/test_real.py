@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import archive, docker_env, settings
+from harness import archive, docker_env, settings, suites
 from harness.cli import main
 from harness.errors import DockerUnavailableError
 from harness.outcomes import Outcome, Result, read_results
@@ -174,12 +174,12 @@ def test_broken_download_is_an_error_and_tags_nothing(tmp_path: Path, monkeypatc
     # Plan from the indexes the earlier tests cached: they are keyed by their mirror's URL, so
     # copies are filed under the broken mirror's, in a cache of this test's own.
     settings.reset_mirrors()
-    indexes = {suite.name: archive._index_paths(suite) for suite in archive.SUITES}
+    indexes = {suite.name: archive._index_paths(suite) for suite in suites.SUITES}
     monkeypatch.setenv("STAPMATRIX_MIRROR", f"http://127.0.0.1:{server.server_address[1]}/debian")
     monkeypatch.setenv("STAPMATRIX_OFFLINE", "1")
     monkeypatch.setenv("STAPMATRIX_CACHE", str(tmp_path / "cache"))
     settings.reset_mirrors()
-    for suite in archive.SUITES:
+    for suite in suites.SUITES:
         for original, copy in zip(indexes[suite.name], archive._index_paths(suite), strict=True):
             if original.exists():  # the catalogue too: planning checks systemtap's dependencies
                 shutil.copy(original, copy)

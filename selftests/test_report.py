@@ -22,10 +22,12 @@ import junitparser
 import pytest
 from rich.console import Console
 
-from harness import report
 from harness.cli import main
 from harness.errors import MatrixError
 from harness.outcomes import Outcome, Result, Stage, Try, read_results
+from harness.report import diff as report_diff
+from harness.report import grid as report_grid
+from harness.report import html, junit, load, markdown, terminal
 
 RUN = "run-6.12-deb5.6-deb5.1"
 CELL_51 = "6.12.117+deb13-amd64-stap5.1-5"
@@ -38,7 +40,7 @@ def real(data: Path) -> list[Result]:
 
 def render(results: list[Result], width: int = 100) -> str:
     buffer = StringIO()
-    report.render_terminal(results, Console(file=buffer, width=width, force_terminal=False))
+    terminal.render_terminal(results, Console(file=buffer, width=width, force_terminal=False))
     return buffer.getvalue()
 
 
@@ -60,7 +62,7 @@ def grid_3x4(results: list[Result]) -> list[Result]:
 
 
 def test_load_run_dir_and_file(data: Path, real: list[Result]) -> None:
-    assert report.load_runs([data / RUN / "results.json"]) == real
+    assert load.load_runs([data / RUN / "results.json"]) == real
     assert {(r.stap, r.test): r.outcome.value for r in real} == {
         ("deb:5.1-5", "begin_end"): "fail-load", ("deb:5.1-5", "uprobes"): "fail-pass4",
         ("deb:5.1-5", "timer"): "fail-load", ("deb:5.6-1", "begin_end"): "pass",
@@ -70,30 +72,30 @@ def test_load_run_dir_and_file(data: Path, real: list[Result]) -> None:
 def test_merge_shards(tmp_path: Path, real: list[Result]) -> None:
     """Shards bring different cells; the same run given twice (or copied) merges to itself."""
     for index, stap in enumerate(("deb:5.6-1", "deb:5.1-5")):
-        report.write_merged(tmp_path / f"shard{index}" / "results.json", [r for r in real if r.stap == stap])
-    merged = report.load_runs([tmp_path / "shard0", tmp_path / "shard1", tmp_path / "shard1" / "results.json"])
-    assert sorted(map(report.key, merged)) == sorted(map(report.key, real))
+        load.write_merged(tmp_path / f"shard{index}" / "results.json", [r for r in real if r.stap == stap])
+    merged = load.load_runs([tmp_path / "shard0", tmp_path / "shard1", tmp_path / "shard1" / "results.json"])
+    assert sorted(map(load.key, merged)) == sorted(map(load.key, real))
 
 
 def test_merge_conflict_names_both_files(tmp_path: Path, real: list[Result]) -> None:
-    report.write_merged(tmp_path / "a" / "results.json", real)
+    load.write_merged(tmp_path / "a" / "results.json", real)
     changed = [dataclasses.replace(r, outcome=Outcome.PASS, detail="") for r in real]
-    report.write_merged(tmp_path / "b" / "results.json", changed)
+    load.write_merged(tmp_path / "b" / "results.json", changed)
     with pytest.raises(MatrixError, match=r"begin_end .* in both .*a/results.json and .*b/results.json"):
-        report.load_runs([tmp_path / "a", tmp_path / "b"])
+        load.load_runs([tmp_path / "a", tmp_path / "b"])
 
 
 def test_bad_input_is_a_matrix_error(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text('{"not": "a list"}')
     with pytest.raises(MatrixError, match="not a stapmatrix results file"):
-        report.load_runs([tmp_path])
+        load.load_runs([tmp_path])
     with pytest.raises(MatrixError, match="no such results file"):
-        report.load_runs([tmp_path / "missing"])
+        load.load_runs([tmp_path / "missing"])
 
 
 def test_merged_json_points_at_the_artifacts_from_its_new_place(tmp_path: Path, real: list[Result]) -> None:
     target = tmp_path / "merged" / "results.json"
-    report.write_merged(target, real)
+    load.write_merged(target, real)
     again = read_results(target)
     assert [r.test for r in again] == [r.test for r in real]
     assert all(Path(r.artifacts["compile_log"]).read_text() == Path(s.artifacts["compile_log"]).read_text()
@@ -104,7 +106,7 @@ def test_merged_json_points_at_the_artifacts_from_its_new_place(tmp_path: Path, 
 
 
 def test_grid_counts_and_stages_once_per_cell(real: list[Result]) -> None:
-    grid = report.build_grid(real)
+    grid = report_grid.build_grid(real)
     assert grid.rows == ["6.12.117+deb13-amd64"]
     assert grid.columns == ["deb:5.1-5", "deb:5.6-1"]
     failing = grid.cell("6.12.117+deb13-amd64", "deb:5.1-5")
@@ -123,9 +125,9 @@ def test_flaky_and_skip_are_counted_apart(real: list[Result]) -> None:
     flaky = dataclasses.replace(real[0], outcome=Outcome.FLAKY, tries=[Try("fail-load", "staprun exited 1"), Try("pass")])
     skip = dataclasses.replace(real[1], outcome=Outcome.SKIP, detail="DejaGnu UNSUPPORTED: x")
     passing = dataclasses.replace(real[2], outcome=Outcome.PASS, detail="")
-    cell = report.build_grid([flaky, skip, passing]).cells[(real[0].kernel_name, real[0].stap_name)]
+    cell = report_grid.build_grid([flaky, skip, passing]).cells[(real[0].kernel_name, real[0].stap_name)]
     assert (cell.summary(), cell.extras(), cell.status) == ("1/0/0/0", "+1 flaky +1 skip", "flaky")
-    assert report.reason(flaky) == "tries: fail-load, pass: staprun exited 1"
+    assert report_grid.reason(flaky) == "tries: fail-load, pass: staprun exited 1"
 
 
 # --- terminal
@@ -156,7 +158,7 @@ def test_terminal_3x4_fits_100_columns(real: list[Result]) -> None:
 
 
 def test_markdown_real_run(real: list[Result]) -> None:
-    text = report.render_markdown(real)
+    text = markdown.render_markdown(real)
     assert "| 6.12.117+deb13-amd64 | ❌ 0/0/3/0 · " in text
     assert "`fail-load` **6.12.117+deb13-amd64-stap5.1-5** begin_end: staprun exited 1: ERROR: Can't resolve" in text
     assert "<details><summary>detail</summary>" in text  # the multi-line pass-4 errors are folded
@@ -165,8 +167,8 @@ def test_markdown_real_run(real: list[Result]) -> None:
 
 def test_markdown_is_shortened_to_its_limit(real: list[Result]) -> None:
     many = [dataclasses.replace(r, test=f"{r.test}{i}") for i in range(300) for r in real]
-    full = report.render_markdown(many)
-    short = report.render_markdown(many, limit_bytes=20_000)
+    full = markdown.render_markdown(many)
+    short = markdown.render_markdown(many, limit_bytes=20_000)
     assert len(full.encode()) > 20_000 >= len(short.encode())
     assert "| 6.12.117+deb13-amd64 |" in short and "Shortened to fit 20000 bytes" in short
     assert "<details>" not in short
@@ -176,7 +178,7 @@ def test_markdown_is_shortened_to_its_limit(real: list[Result]) -> None:
 
 
 def test_html_real_run(real: list[Result]) -> None:
-    page = report.render_html(real)
+    page = html.render_html(real)
     assert 'id="grid"' in page and '<a href="#cell-6.12.117+deb13-amd64-stap5.1-5">' in page
     assert "staprun exited 1: ERROR: Can&#39;t resolve uprobe_unregister!" in page
     assert "error: &#39;uprobe_unregister&#39; undeclared here" in page  # the compile log excerpt
@@ -188,7 +190,7 @@ def test_html_real_run(real: list[Result]) -> None:
 def test_html_escapes_and_survives_missing_artifacts(real: list[Result]) -> None:
     hostile = dataclasses.replace(real[0], test="<script>alert(1)</script>", detail="<b>x</b> & y",
                                   artifacts={"compile_log": "/nonexistent/compile.log"})
-    page = report.render_html([hostile])
+    page = html.render_html([hostile])
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in page
     assert "not available (/nonexistent/compile.log)" in page
@@ -196,7 +198,7 @@ def test_html_escapes_and_survives_missing_artifacts(real: list[Result]) -> None
 
 
 def test_run_reports_are_written(tmp_path: Path, real: list[Result]) -> None:
-    report.write_run_reports(tmp_path, real)
+    html.write_run_reports(tmp_path, real)
     assert "0/0/3/0" in (tmp_path / "report.html").read_text()
     assert "0/0/3/0" in (tmp_path / "report.md").read_text()
 
@@ -207,7 +209,7 @@ def test_run_reports_are_written(tmp_path: Path, real: list[Result]) -> None:
 def test_junit(tmp_path: Path, real: list[Result]) -> None:
     xfail = dataclasses.replace(real[3], test="xf", outcome=Outcome.XFAIL, xfail_reason="known", actual="fail-load")
     error = dataclasses.replace(real[4], test="err", outcome=Outcome.ERROR, detail="image build failed: x")
-    report.write_junit(tmp_path / "junit.xml", [*real, xfail, error])
+    junit.write_junit(tmp_path / "junit.xml", [*real, xfail, error])
     xml = junitparser.JUnitXml.fromfile(str(tmp_path / "junit.xml"))
     cases = {(case.classname, case.name): case for suite in xml for case in suite}
     assert len(cases) == 8
@@ -224,16 +226,16 @@ def test_junit(tmp_path: Path, real: list[Result]) -> None:
 
 def test_diff_renamed_column_regresses_with_reasons(data: Path) -> None:
     """The done-when case: column `stap` is deb:5.6-1, then deb:5.1-5, on 6.12."""
-    diff = report.diff_results(read_results(data / "run-6.12-stap-a"), read_results(data / "run-6.12-stap-b"))
+    diff = report_diff.diff_results(read_results(data / "run-6.12-stap-a"), read_results(data / "run-6.12-stap-b"))
     assert diff.identities == ["systemtap stap: deb:5.6-1 -> deb:5.1-5"]
     regressions = {c.key[2]: (c.summary, c.reason) for c in diff.groups["regressions"]}
     assert regressions["begin_end"] == ("pass -> fail-load", "staprun exited 1: ERROR: Can't resolve uprobe_unregister!")
     assert regressions["timer"][0] == "pass -> fail-load"
     assert regressions["uprobes"][0] == "pass -> fail-pass4" and "'uprobe_unregister' undeclared" in regressions["uprobes"][1]
-    text = report.render_diff_text(diff)
+    text = report_diff.render_diff_text(diff)
     assert "6.12.117+deb13-amd64 x stap begin_end: pass -> fail-load: staprun exited 1: ERROR: Can't resolve " \
            "uprobe_unregister!" in text
-    back = report.diff_results(read_results(data / "run-6.12-stap-b"), read_results(data / "run-6.12-stap-a"))
+    back = report_diff.diff_results(read_results(data / "run-6.12-stap-b"), read_results(data / "run-6.12-stap-a"))
     assert not back.regressed and len(back.groups["fixes"]) == 3
     assert back.groups["fixes"][0].reason.startswith("was: staprun exited 1")
 
@@ -247,7 +249,7 @@ def test_diff_classes(real: list[Result]) -> None:
         passing[2],
         dataclasses.replace(passing[2], test="new"),
     ]
-    diff = report.diff_results(base, new)
+    diff = report_diff.diff_results(base, new)
     assert not diff.regressed, "flaky and infrastructure errors are not regressions"
     assert [c.key[2] for c in diff.groups["flaky"]] == ["begin_end"]
     assert [c.key[2] for c in diff.groups["errors"]] == ["uprobes"]
@@ -260,7 +262,7 @@ def test_diff_change_between_failures_and_whole_cells(real: list[Result]) -> Non
     moved = [dataclasses.replace(r, outcome=Outcome.FAIL_LOAD, detail="staprun exited 1: y") if r.test == "uprobes" else r
              for r in failing]
     other_cell = [dataclasses.replace(r, stap_name="deb:9.9-1", stap="deb:9.9-1") for r in real if r.stap == "deb:5.6-1"]
-    diff = report.diff_results(failing, moved + other_cell)
+    diff = report_diff.diff_results(failing, moved + other_cell)
     assert [(c.key[2], c.summary) for c in diff.groups["changes"]] == [("uprobes", "fail-pass4 -> fail-load")]
     assert diff.cells_appeared == [("6.12.117+deb13-amd64", "deb:9.9-1")] and not diff.groups["appeared"]
     assert not diff.regressed
@@ -270,7 +272,7 @@ def test_diff_stage_and_identity_fields_from_records() -> None:
     before = [Result("k", "git:R@main", "t", Outcome.PASS, stap_name="s", stap_identity="commit aaaa",
                      stages={"run": Stage(1.0)})]
     after = [dataclasses.replace(before[0], stap_identity="commit bbbb")]
-    diff = report.diff_results(before, after)
+    diff = report_diff.diff_results(before, after)
     assert diff.identities == ["systemtap s: git:R@main (commit aaaa) -> git:R@main (commit bbbb)"]
 
 
@@ -301,6 +303,6 @@ def test_terminal_caps_expected_lines_per_cell(real: list[Result]) -> None:
     skips = [dataclasses.replace(real[0], test=f"testsuite:x.exp:t{i}", outcome=Outcome.SKIP,
                                  detail=f"DejaGnu UNSUPPORTED: t{i}") for i in range(40)]
     text = render([*skips, *real[:3]])
-    assert text.count("skip        testsuite:x.exp:") == report.EXPECTED_LINES
-    assert f"… {40 - report.EXPECTED_LINES} more xfail/skip line(s)" in text
+    assert text.count("skip        testsuite:x.exp:") == terminal.EXPECTED_LINES
+    assert f"… {40 - terminal.EXPECTED_LINES} more xfail/skip line(s)" in text
     assert "fail-load   begin_end, timer: staprun exited 1" in text

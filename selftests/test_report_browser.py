@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.outcomes import read_results
-from harness.report import write_run_reports
+from harness.report.html import write_run_reports
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]

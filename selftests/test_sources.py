@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from harness.errors import MatrixError
-from harness.images import dockerfile_tag
-from harness.matrix import load_matrix, parse_stap_spec
-from harness.sources import content_hash, git_tarball, resolve_ref, tree_tarball
+from harness.matrix import load_matrix
+from harness.recipes import stap_source_recipe
+from harness.specs import parse_stap_spec
+from harness.stap_git import git_tarball, resolve_ref
+from harness.stap_tree import content_hash, tree_tarball
 
 
 def git(repo: Path, *args: str) -> str:
@@ -80,8 +82,6 @@ def test_matrix_forms(repo: Path, tmp_path: Path) -> None:
 
 
 def test_source_image_is_keyed_by_commit() -> None:
-    args = {"DEPS": "d", "SOURCE_ID": "a" * 40, "VERSION_LABEL": "x"}
-    first = dockerfile_tag("stap", "stap-source.Dockerfile", ("stapmatrix-target.c",), args)
-    assert first == dockerfile_tag("stap", "stap-source.Dockerfile", ("stapmatrix-target.c",), dict(args))
-    assert first != dockerfile_tag("stap", "stap-source.Dockerfile", ("stapmatrix-target.c",),
-                                   dict(args, SOURCE_ID="b" * 40))
+    first = stap_source_recipe("trixie", "a" * 40, "x").tag
+    assert first == stap_source_recipe("trixie", "a" * 40, "x").tag
+    assert first != stap_source_recipe("trixie", "b" * 40, "x").tag

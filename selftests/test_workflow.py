@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from harness.outcomes import Outcome, read_results
-from harness.report import key, load_runs
+from harness.report.load import key, load_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "stapmatrix.yml"

@@ -46,7 +46,7 @@ if [ "$with_stapsh" = stapsh ]; then
     copy_with_libraries "$stapsh"
     ln -s "$stapsh" "$root/bin/stapsh"
     mkdir -p "$root/modules"
-    # modules.dep was made when the kernel entered the store (images/extract-kernel.sh):
+    # modules.dep was made when the kernel entered the store (harness/dockerfiles/extract-kernel.sh):
     # take the modules in load order, decompressed (busybox insmod cannot read .ko.xz).
     n=0
     for module in $(modprobe -a -S "$kver" --show-depends virtio_pci virtio_console | awk '$1 == "insmod" && !seen[$2]++ {print $2}'); do

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 
 from harness.guest import SPLAT_RE, TIMEOUT_SCALE, GuestRun
-from harness.matrix import Rule
 from harness.modules import Compiled
 from harness.outcomes import Outcome
 from harness.scripts import TestScript
+from harness.specs import Rule
 
 
 def _first_lines(text: str, limit: int = 8) -> str:

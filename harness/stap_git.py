@@ -1,33 +1,38 @@
-"""Where systemtap source builds come from: a git repository at a ref, or a local checkout.
+"""systemtap built from a git repository at a ref: `git:URL@REF`.
 
-`git:` refs are resolved to a full commit id once, at planning time, and the commit is what
-the build is keyed by (and what `stap -V` names), so a moving branch gives a new column and
-an unchanged commit is built once. `path:` checkouts are keyed by their content, uncommitted
-changes included.
+The ref is resolved to a full commit id once, at planning time, and the commit is what the
+build is keyed by (and what `stap -V` names), so a moving branch gives a new column and an
+unchanged commit is built once.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
-import os
 import re
 import subprocess
-import tarfile
-from pathlib import Path
 
 from harness import gitrepo
-from harness.errors import InfraError, MatrixError
+from harness.archive import Archive
+from harness.errors import InfraError
+from harness.specs import StapSpec
+from harness.stap_build import StapBuild
 
 logger = logging.getLogger(__name__)
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-SKIPPED_DIRS = {".git", "autom4te.cache", "__pycache__"}
 
 
 def git_dir(url: str) -> str:
     return gitrepo.repository(url, url)
+
+
+def resolve(spec: StapSpec, where: str, archive: Archive) -> StapBuild:
+    return StapBuild(spec, "", resolve_ref(spec.value, spec.ref, where),
+                     base_reason="systemtap is built from source on the base")
+
+
+def source_tarball(build: StapBuild) -> bytes:
+    return git_tarball(build.spec.value, build.version)
 
 
 def resolve_ref(url: str, ref: str, where: str) -> str:
@@ -62,28 +67,3 @@ def git_tarball(url: str, commit: str) -> bytes:
         said = gitrepo.git_said(completed.stderr.decode(errors="replace"), completed.returncode)
         raise InfraError(f"git archive {commit} failed: {gitrepo.mask(said)}")
     return completed.stdout
-
-
-def tree_tarball(directory: Path) -> bytes:
-    """A checkout as it is on disk, uncommitted changes included; deterministic, so its hash
-    keys the build."""
-    directory = Path(directory)
-    if not (directory / "configure.ac").exists():
-        raise MatrixError(f"{directory} is not a systemtap source tree (no configure.ac)")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for root, dirs, files in os.walk(directory):
-            dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
-            for name in sorted(files):
-                path = Path(root) / name
-                if not path.is_file() or path.is_symlink():
-                    continue
-                info = tar.gettarinfo(str(path), arcname=str(path.relative_to(directory)))
-                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-                with path.open("rb") as handle:
-                    tar.addfile(info, handle)
-    return buffer.getvalue()
-
-
-def content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,188 @@
+"""The diff of two runs, matched by (kernel_name, stap_name, test), as text, markdown and JSON.
+
+A regression is a test that passed (or failed as known, xfail) before and now does anything
+else. Two outcomes are not regressions but are reported in groups of their own: `flaky` now
+(the test passed in one try), and `error` now (infrastructure: the run says nothing about
+stap). Only regressions make `stapmatrix diff` exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from harness.outcomes import Outcome, Result
+from harness.report.grid import identity, needs_attention, reason
+from harness.report.load import CellKey, Key, key
+from harness.report.markdown import md_cell
+
+GROUPS = ("regressions", "errors", "flaky", "changes", "fixes", "appeared", "vanished")
+GROUP_TITLES = {
+    "regressions": "regressions (passed or known-failed before, fail now)",
+    "errors": "infrastructure errors now (not counted as regressions)",
+    "flaky": "flaky now (not counted as regressions)",
+    "changes": "other outcome changes",
+    "fixes": "fixes (did not pass before, pass now)",
+    "appeared": "tests that appeared",
+    "vanished": "tests that vanished",
+}
+
+
+@dataclass
+class Change:
+    key: Key
+    before: Result | None
+    after: Result | None
+
+    @property
+    def summary(self) -> str:
+        before = self.before.outcome.value if self.before else "(absent)"
+        after = self.after.outcome.value if self.after else "(absent)"
+        if self.before and self.before.outcome is Outcome.XFAIL:
+            before += f" ({self.before.actual})"
+        if self.after and self.after.outcome is Outcome.XFAIL:
+            after += f" ({self.after.actual})"
+        return f"{before} -> {after}"
+
+    @property
+    def reason(self) -> str:
+        """The new result's reason; for a fix, what it was."""
+        if self.after and needs_attention(self.after):
+            return reason(self.after)
+        return f"was: {reason(self.before)}" if self.before and needs_attention(self.before) else ""
+
+    def as_json(self) -> dict[str, object]:
+        return {"kernel_name": self.key[0], "stap_name": self.key[1], "test": self.key[2],
+                "before": self.before.outcome.value if self.before else None,
+                "after": self.after.outcome.value if self.after else None, "reason": self.reason,
+                "reproduce": self.after.reproduce if self.after else ""}
+
+
+@dataclass
+class Diff:
+    groups: dict[str, list[Change]] = field(default_factory=lambda: {g: [] for g in GROUPS})
+    cells_appeared: list[CellKey] = field(default_factory=list)
+    cells_vanished: list[CellKey] = field(default_factory=list)
+    identities: list[str] = field(default_factory=list)  # "column NAME: OLD -> NEW"
+    compared: int = 0
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.groups["regressions"])
+
+
+def classify(before: Result, after: Result) -> str | None:
+    """The group a matched pair belongs to, or None when nothing changed."""
+    b, a = before.outcome, after.outcome
+    if b is a and before.actual == after.actual:
+        return None
+    if a is Outcome.FLAKY:
+        return "flaky"
+    if a is Outcome.ERROR:
+        return "errors"
+    if b in (Outcome.PASS, Outcome.XFAIL) and a not in (Outcome.PASS, Outcome.XFAIL):
+        return "regressions"
+    if a is Outcome.PASS and b is not Outcome.ERROR:
+        return "fixes"
+    return "changes"  # fail-pass4 -> fail-load, pass -> xfail, error -> anything, ...
+
+
+def _identities(base: Sequence[Result], new: Sequence[Result]) -> list[str]:
+    """Rows and columns present in both runs whose spec or identity differs."""
+    lines = []
+    for what, name_of, spec_of in (("kernel", lambda r: r.kernel_name, lambda r: identity(r.kernel, r.kernel_identity)),
+                                   ("systemtap", lambda r: r.stap_name, lambda r: identity(r.stap, r.stap_identity))):
+        before: dict[str, set[str]] = {}
+        after: dict[str, set[str]] = {}
+        for results, specs in ((base, before), (new, after)):
+            for result in results:
+                specs.setdefault(name_of(result), set()).add(spec_of(result))
+        for name in [n for n in before if n in after and before[n] != after[n]]:
+            lines.append(f"{what} {name}: {', '.join(sorted(before[name]))} -> {', '.join(sorted(after[name]))}")
+    return lines
+
+
+def diff_results(base: Sequence[Result], new: Sequence[Result]) -> Diff:
+    diff = Diff(identities=_identities(base, new))
+    before = {key(r): r for r in base}
+    after = {key(r): r for r in new}
+    cells_before = {k[:2] for k in before}
+    cells_after = {k[:2] for k in after}
+    diff.cells_appeared = [c for c in dict.fromkeys(k[:2] for k in after) if c not in cells_before]
+    diff.cells_vanished = [c for c in dict.fromkeys(k[:2] for k in before) if c not in cells_after]
+    for test_key, result in after.items():
+        if test_key in before:
+            diff.compared += 1
+            group = classify(before[test_key], result)
+            if group:
+                diff.groups[group].append(Change(test_key, before[test_key], result))
+        elif test_key[:2] in cells_before:  # whole new cells are listed as cells, not test by test
+            diff.groups["appeared"].append(Change(test_key, None, result))
+    for test_key, result in before.items():
+        if test_key not in after and test_key[:2] in cells_after:
+            diff.groups["vanished"].append(Change(test_key, result, None))
+    return diff
+
+
+def _change_line(change: Change) -> str:
+    kernel, stap, test = change.key
+    return f"{kernel} x {stap} {test}: {change.summary}" + (f": {change.reason}" if change.reason else "")
+
+
+def _cell_lines(diff: Diff) -> list[tuple[str, list[str]]]:
+    return [("cells that appeared", [f"{k} x {s}" for k, s in diff.cells_appeared]),
+            ("cells that vanished", [f"{k} x {s}" for k, s in diff.cells_vanished]),
+            ("identity changes (same name, another build)", diff.identities)]
+
+
+def diff_counts(diff: Diff) -> str:
+    parts = [f"{len(diff.groups[g])} {g}" for g in GROUPS]
+    return f"{diff.compared} test(s) compared: " + ", ".join(parts)
+
+
+def render_diff_text(diff: Diff) -> str:
+    out = []
+    for title, lines in _cell_lines(diff):
+        if lines:
+            out += [f"{title}:"] + [f"  {line}" for line in lines]
+    for group in GROUPS:
+        changes = diff.groups[group]
+        if changes:
+            out += [f"{GROUP_TITLES[group]} ({len(changes)}):"] + [f"  {_change_line(c)}" for c in changes]
+    out.append(diff_counts(diff))
+    out.append("REGRESSED" if diff.regressed else "no regressions")
+    return "\n".join(out) + "\n"
+
+
+def render_diff_markdown(diff: Diff) -> str:
+    out = ["## stapmatrix diff", ""]
+    for title, lines in _cell_lines(diff):
+        if lines:
+            out += [f"**{title}**", ""] + [f"- {md_cell(line)}" for line in lines] + [""]
+    for group in GROUPS:
+        changes = diff.groups[group]
+        if not changes:
+            continue
+        out += [f"### {GROUP_TITLES[group]} ({len(changes)})", "", "| kernel | systemtap | test | change | reason |",
+                "| --- | --- | --- | --- | --- |"]
+        out += [f"| {md_cell(c.key[0])} | {md_cell(c.key[1])} | {md_cell(c.key[2])} | {md_cell(c.summary)} | "
+                f"{md_cell(c.reason)} |" for c in changes]
+        out.append("")
+    out += [diff_counts(diff), "", "**regressed**" if diff.regressed else "no regressions"]
+    return "\n".join(out) + "\n"
+
+
+def render_diff_json(diff: Diff) -> str:
+    document = {
+        "regressed": diff.regressed,
+        "compared": diff.compared,
+        "cells_appeared": [list(c) for c in diff.cells_appeared],
+        "cells_vanished": [list(c) for c in diff.cells_vanished],
+        "identity_changes": diff.identities,
+        **{group: [c.as_json() for c in diff.groups[group]] for group in GROUPS},
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+DIFF_FORMATS = {"text": render_diff_text, "markdown": render_diff_markdown, "json": render_diff_json}

@@ -1,0 +1,44 @@
+"""JUnit XML: one testsuite per cell, one testcase per record."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import junitparser
+
+from harness.outcomes import FAILURES, Outcome, Result
+from harness.report.grid import build_grid, cell_id, reason
+
+
+def junit_case(result: Result) -> junitparser.TestCase:
+    """Failures are stap's (fail-*, crash, timeout, a known failure that passed); errors are
+    infrastructure; xfail, skip and flaky are skipped with their reason (not a failure)."""
+    compile_stage = result.stages.get("compile")
+    case = junitparser.TestCase(result.test, cell_id(result), compile_stage.seconds if compile_stage else 0.0)
+    outcome = result.outcome
+    entry: junitparser.Failure | junitparser.Error | junitparser.Skipped | None = None
+    if outcome in FAILURES or (outcome is Outcome.PASS and result.detail):
+        entry = junitparser.Failure(f"{outcome.value}: {reason(result)}", outcome.value)
+    elif outcome is Outcome.ERROR:
+        entry = junitparser.Error(reason(result), outcome.value)
+    elif outcome in (Outcome.XFAIL, Outcome.SKIP, Outcome.FLAKY):
+        entry = junitparser.Skipped(f"{outcome.value}: {reason(result)}", outcome.value)
+    if entry is not None:
+        entry.text = "\n\n".join(t for t in (result.detail, result.xfail_reason, "reproduce: " + result.reproduce) if t)
+        case.result = [entry]
+    return case
+
+
+def write_junit(path: Path, results: Sequence[Result]) -> None:
+    """One testsuite per cell, one testcase per record."""
+    xml = junitparser.JUnitXml("stapmatrix")
+    for cell in build_grid(results).cells.values():
+        suite = junitparser.TestSuite(cell.id)
+        for result in cell.results:
+            suite.add_testcase(junit_case(result))
+        suite.update_statistics()
+        xml.add_testsuite(suite)
+    xml.update_statistics()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    xml.write(str(path), pretty=True)

@@ -1,0 +1,90 @@
+"""The grid and the non-pass lines on a rich console: what `stapmatrix report`, `stapmatrix
+run` and the end of every pytest run print. Colour only on a terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from harness.outcomes import Outcome, Result
+from harness.report.grid import (
+    GRID_KEY,
+    OUTCOME_STATUS,
+    Grid,
+    build_grid,
+    cell_id,
+    format_seconds,
+    grid_legend,
+    labels,
+    non_pass,
+    same_reason,
+    time_lines,
+)
+
+RICH_STYLE = {"pass": "green", "xfail": "yellow", "skip": "dim", "flaky": "yellow", "fail": "bold red",
+              "error": "magenta"}
+EXPECTED_LINES = 5  # xfail/skip lines shown per cell (a testsuite can have hundreds); failures all
+
+
+def grid_table(grid: Grid) -> tuple[Table, list[str]]:
+    columns = labels(grid.columns)
+    rows = labels(grid.rows, 24)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("kernel \\ systemtap", no_wrap=True)
+    for column in grid.columns:
+        table.add_column(columns[column], justify="center")
+    for row in grid.rows:
+        cells = []
+        for column in grid.columns:
+            cell = grid.cell(row, column)
+            if cell is None:
+                cells.append("[dim]-[/]")
+                continue
+            style = RICH_STYLE[cell.status]
+            second = " ".join(p for p in (cell.extras(), format_seconds(sum(cell.seconds().values()))) if p)
+            cells.append(f"[{style}]{cell.summary()}[/]\n[dim]{escape(second)}[/]")
+        table.add_row(escape(rows[row]), *cells)
+    legend = grid_legend(grid, rows, columns)
+    return table, legend
+
+
+def render_terminal(results: Sequence[Result], console: Console) -> None:
+    """The grid, the legend, where the time went, then every result that is not a plain pass
+    (grouped by cell, with the cell's reproducer)."""
+    if not results:
+        console.print("stapmatrix: no results")
+        return
+    grid = build_grid(results)
+    table, legend = grid_table(grid)
+    console.print(table)
+    console.print(GRID_KEY, markup=False, highlight=False)
+    for line in legend:
+        console.print("  " + line, markup=False, highlight=False)
+    for line in time_lines(grid):
+        console.print(line, markup=False, highlight=False)
+    attention = non_pass(results)
+    if not attention:
+        console.print(f"[green]all {len(results)} test(s) passed[/]")
+        return
+    console.print(f"\n{len(attention)} of {len(results)} test(s) did not simply pass:")
+    by_cell: dict[str, list[Result]] = {}
+    for result in attention:
+        by_cell.setdefault(cell_id(result), []).append(result)
+    for cell, cell_results in by_cell.items():
+        console.print(f"[bold]{escape(cell)}[/]")
+        expected = 0
+        for (outcome, why), tests in same_reason(cell_results):
+            if outcome in (Outcome.XFAIL, Outcome.SKIP):
+                expected += 1
+                if expected > EXPECTED_LINES:
+                    continue
+            style = RICH_STYLE[OUTCOME_STATUS[outcome]]
+            console.print(f"  [{style}]{outcome.value:11}[/] {escape(', '.join(tests))}: {escape(why)}",
+                          overflow="ellipsis", no_wrap=True, crop=True)
+        if expected > EXPECTED_LINES:
+            console.print(f"  … {expected - EXPECTED_LINES} more xfail/skip line(s): see report.html", markup=False)
+        console.print(f"  reproduce: {cell_results[0].reproduce}", markup=False, highlight=False, soft_wrap=True)
