@@ -1,7 +1,7 @@
 """Infrastructure faults, for real: real processes, real containers, a real tmpfs, real
 sockets and servers on loopback, real files damaged in place. Nothing of the part under test
-is mocked. The tests that need the images of test_real.py (kernel 6.12.117+deb13-amd64,
-systemtap deb:5.6-1) share its xdist group, so one worker builds them.
+is mocked. The tests that need the images of test_real.py (the selftests' kernel and
+systemtap, conftest.py) share its xdist group, so one worker builds them.
 """
 
 from __future__ import annotations
@@ -55,8 +55,6 @@ pytestmark = [pytest.mark.real]
 CELL = pytest.mark.xdist_group("real-cell")
 
 ROOT = Path(__file__).resolve().parent.parent
-KERNEL = "6.12.117+deb13-amd64"
-STAP = "deb:5.6-1"
 STAP_DIR = ROOT / "tests" / "stap"
 
 
@@ -76,7 +74,7 @@ sys.exit(1)
 
 
 @CELL
-def test_source_build_runs_configure_without_network(tmp_path: Path) -> None:
+def test_source_build_runs_configure_without_network(deb_kernel: str, tmp_path: Path) -> None:
     """The host reaches the mirror (the dependencies step downloads from it); configure, in
     the source build step, cannot."""
     settings.reset_mirrors()
@@ -84,7 +82,7 @@ def test_source_build_runs_configure_without_network(tmp_path: Path) -> None:
     urllib.request.urlopen(url, timeout=30).close()  # the host can: what follows is the build's isolation
     checkout = failing_checkout(tmp_path, CONFIGURE_PROBE.format(url=url))
     json_path = tmp_path / "r.json"
-    code = main(["run", "--kernel", KERNEL, "--stap", f"path:{checkout}", "--json", str(json_path),
+    code = main(["run", "--kernel", deb_kernel, "--stap", f"path:{checkout}", "--json", str(json_path),
                  str(STAP_DIR / "begin_end.stp")])
     (result,) = read_results(json_path)
     assert code == 1 and result.outcome is Outcome.ERROR
@@ -98,12 +96,12 @@ def test_source_build_runs_configure_without_network(tmp_path: Path) -> None:
 # --- shared: the cell of test_real.py, a tmpfs, a Docker socket proxy ------------------------
 
 @pytest.fixture(scope="module")
-def cell_images() -> tuple[CellImages, str]:
+def cell_images(deb_kernel: str, deb_stap: str) -> tuple[CellImages, str]:
     """The images and kernel tree of test_real.py's cell (built there, or here when missing),
     found through the developer's cache; and the systemtap image id."""
     archive = Archive()
-    kernel = kernels.resolve(parse_kernel_spec(KERNEL, "test"), "test", archive)
-    stap = staps.resolve(parse_stap_spec(STAP, "test"), "test", archive)
+    kernel = kernels.resolve(parse_kernel_spec(deb_kernel, "test"), "test", archive)
+    stap = staps.resolve(parse_stap_spec(deb_stap, "test"), "test", archive)
     found = CellImages(make_cell(kernel, stap, ()), archive, print)
     return found, images.image_id(found.stap)
 
@@ -165,11 +163,11 @@ def test_full_disk_while_storing_a_compile_result(full_disk: Path, tmp_path: Pat
     assert list((full_disk / "modules").iterdir()) == []
 
 
-def test_full_disk_while_fetching_an_index(full_disk: Path) -> None:
+def test_full_disk_while_fetching_an_index(deb_kernel: str, deb_stap: str, full_disk: Path) -> None:
     """`stapmatrix check` with its cache on a full disk: one line naming the entry and the fix."""
     matrix = full_disk.parent / "m.yaml"
     (full_disk.parent / "t.stp").write_text("probe begin { exit() }\n")
-    matrix.write_text(f"kernels: [{KERNEL}]\nstap: ['{STAP}']\ntests: [t.stp]\n")
+    matrix.write_text(f"kernels: [{deb_kernel}]\nstap: ['{deb_stap}']\ntests: [t.stp]\n")
     env = dict(os.environ, STAPMATRIX_CACHE=str(full_disk))
     env.pop("STAPMATRIX_OFFLINE", None)
     completed = subprocess.run([sys.executable, "-m", "harness.cli", "check", "--matrix", str(matrix)], cwd=ROOT,
@@ -466,18 +464,18 @@ def _closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _check(tmp_path: Path, stap: str, env: dict[str, str] | None = None,
+def _check(deb_kernel: str, tmp_path: Path, stap: str, env: dict[str, str] | None = None,
            timeout: float = 300) -> subprocess.CompletedProcess[str]:
     (tmp_path / "t.stp").write_text("probe begin { exit() }\n")
     matrix = tmp_path / "m.yaml"
-    matrix.write_text(f"kernels: [{KERNEL}]\nstap: ['{stap}']\ntests: [t.stp]\n")
+    matrix.write_text(f"kernels: [{deb_kernel}]\nstap: ['{stap}']\ntests: [t.stp]\n")
     return subprocess.run([sys.executable, "-m", "harness.cli", "check", "--matrix", str(matrix)], cwd=ROOT,
                           env=env or dict(os.environ), capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def test_unreachable_git_server_says_so_and_hides_credentials(tmp_path: Path, own_cache: Path) -> None:
+def test_unreachable_git_server_says_so_and_hides_credentials(deb_kernel: str, tmp_path: Path, own_cache: Path) -> None:
     port = _closed_port()
-    completed = _check(tmp_path, f"git:http://builder:s3cret-token@127.0.0.1:{port}/systemtap.git@release-5.5",
+    completed = _check(deb_kernel, tmp_path, f"git:http://builder:s3cret-token@127.0.0.1:{port}/systemtap.git@release-5.5",
                        dict(os.environ, STAPMATRIX_CACHE=str(own_cache)))
     said = completed.stdout + completed.stderr
     assert completed.returncode == 2, said
@@ -486,7 +484,7 @@ def test_unreachable_git_server_says_so_and_hides_credentials(tmp_path: Path, ow
     assert "s3cret-token" not in said and "has no commit named" not in said and "Traceback" not in said
 
 
-def test_credentials_never_printed_by_a_plan_that_works(tmp_path: Path, own_cache: Path) -> None:
+def test_credentials_never_printed_by_a_plan_that_works(deb_kernel: str, tmp_path: Path, own_cache: Path) -> None:
     """A real repository behind an HTTP server on loopback (git's dumb protocol), its URL with a
     user and a token: `check` and pytest print the plan and the markers, with the token masked."""
     bare = tmp_path / "srv" / "systemtap.git"
@@ -505,7 +503,7 @@ def test_credentials_never_printed_by_a_plan_that_works(tmp_path: Path, own_cach
     url = f"http://builder:s3cret-token@127.0.0.1:{server.server_address[1]}/systemtap.git"
     env = dict(os.environ, STAPMATRIX_CACHE=str(own_cache), STAPMATRIX_ARTIFACTS=str(tmp_path / "a"))
     try:
-        completed = _check(tmp_path, f"git:{url}@main", env)
+        completed = _check(deb_kernel, tmp_path, f"git:{url}@main", env)
         markers = subprocess.run([sys.executable, "-m", "pytest", "--markers", f"--matrix={tmp_path / 'm.yaml'}"],
                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     finally:
@@ -545,7 +543,7 @@ def test_hung_git_server_is_stopped_at_the_time_limit(tmp_path: Path) -> None:
     assert time.monotonic() - started < 15
 
 
-def test_ctrl_c_during_check_does_not_wait_on_a_hung_docker(tmp_path: Path, own_cache: Path) -> None:
+def test_ctrl_c_during_check_does_not_wait_on_a_hung_docker(deb_kernel: str, tmp_path: Path, own_cache: Path) -> None:
     """`check` blocked in a git clone from a hung server, with DOCKER_HOST at a daemon that
     accepts and never answers: Ctrl-C ends it at once, without touching Docker."""
     git_server = _TcpSilent(("127.0.0.1", 0), _Silent)
@@ -554,7 +552,7 @@ def test_ctrl_c_during_check_does_not_wait_on_a_hung_docker(tmp_path: Path, own_
         threading.Thread(target=server.serve_forever, daemon=True).start()
     (tmp_path / "t.stp").write_text("probe begin { exit() }\n")
     matrix = tmp_path / "m.yaml"
-    matrix.write_text(f"kernels: [{KERNEL}]\nstap: ['git:http://127.0.0.1:{git_server.server_address[1]}/s.git@main']\n"
+    matrix.write_text(f"kernels: [{deb_kernel}]\nstap: ['git:http://127.0.0.1:{git_server.server_address[1]}/s.git@main']\n"
                       "tests: [t.stp]\n")
     env = dict(os.environ, STAPMATRIX_CACHE=str(own_cache), DOCKER_HOST=f"unix://{tmp_path}/hung-docker.sock")
     process = subprocess.Popen([sys.executable, "-m", "harness.cli", "check", "--matrix", str(matrix)], cwd=ROOT,
@@ -710,10 +708,10 @@ def test_index_that_does_not_match_the_signed_checksum_is_refused(real_inrelease
 # --- pytest without xdist runs the matrix ---------------------------------------------------------
 
 @CELL
-def test_matrix_runs_under_p_no_xdist(tmp_path: Path) -> None:
+def test_matrix_runs_under_p_no_xdist(deb_kernel: str, deb_stap: str, tmp_path: Path) -> None:
     """`-p no:xdist`: addopts' `--dist loadgroup` is accepted, the cell runs in this process."""
     matrix = tmp_path / "matrix.yaml"
-    matrix.write_text(f"kernels: [{KERNEL}]\nstap: ['{STAP}']\ntests: [{STAP_DIR / 'begin_end.stp'}]\n")
+    matrix.write_text(f"kernels: [{deb_kernel}]\nstap: ['{deb_stap}']\ntests: [{STAP_DIR / 'begin_end.stp'}]\n")
     env = dict(os.environ, STAPMATRIX_ARTIFACTS=str(tmp_path / "artifacts"))
     completed = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:xdist", "-q", f"--matrix={matrix}"],
                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200, check=False)

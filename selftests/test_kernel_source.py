@@ -26,11 +26,11 @@ from selftests.linux_source import linux_source_repo
 pytestmark = [pytest.mark.real, pytest.mark.xdist_group("kernel-source")]
 
 ROOT = Path(__file__).resolve().parent.parent
-STAP = "deb:5.6-1"
+
 SCRIPTS = (ROOT / "tests/stap/begin_end.stp", ROOT / "tests/stap/kernel/marker.stp")
 
 
-def test_before_and_after_a_kernel_change(tmp_path: Path) -> None:
+def test_before_and_after_a_kernel_change(deb_stap: str, tmp_path: Path) -> None:
     """Two rows, one repository at two refs: the probe on the function "after" adds fails in
     pass 2 before and fires after; begin_end passes on both kernels."""
     repo, before, after = linux_source_repo()
@@ -39,7 +39,7 @@ def test_before_and_after_a_kernel_change(tmp_path: Path) -> None:
         "kernels:\n"
         f"  - {{git: {repo}, ref: before, name: before, config: [tinyconfig]}}\n"
         f"  - {{git: {repo}, ref: after, name: after, config: [tinyconfig]}}\n"
-        f"stap: ['{STAP}']\n"
+        f"stap: ['{deb_stap}']\n"
         f"tests: [{SCRIPTS[0]}, {SCRIPTS[1]}]\n"
     )
     env = dict(os.environ, STAPMATRIX_ARTIFACTS=str(tmp_path / "artifacts"))
@@ -93,12 +93,12 @@ def _build_by_hand(workspace: Path) -> Path:
     return out
 
 
-def test_a_tree_built_by_hand_runs_a_cell(tmp_path: Path) -> None:
+def test_a_tree_built_by_hand_runs_a_cell(deb_stap: str, tmp_path: Path) -> None:
     started = time.monotonic()
     out = _build_by_hand(tmp_path)
     print(f"built by hand in {time.monotonic() - started:.0f} s")
     json_path = tmp_path / "r.json"
-    code = main(["run", "--kernel", f"path:{out}", "--stap", STAP, "--json", str(json_path), *map(str, SCRIPTS)])
+    code = main(["run", "--kernel", f"path:{out}", "--stap", deb_stap, "--json", str(json_path), *map(str, SCRIPTS)])
     results = {r.test: r for r in read_results(json_path)}
     assert code == 0, {t: (r.outcome, r.detail) for t, r in results.items()}
     assert results["marker"].outcome is Outcome.PASS

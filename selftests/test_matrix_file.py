@@ -10,6 +10,7 @@ from harness.archive import Archive
 from harness.errors import MatrixError
 from harness.matrix import load_matrix
 from harness.plan import make_plan
+from selftests.archive_choice import newest_kernel, systemtap_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = "probe begin { exit() }\n"
@@ -100,22 +101,24 @@ def test_rules_match_by_pattern(write) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_plan_resolves_suites_layouts_and_bases(write) -> None:  # type: ignore[no-untyped-def]
-    """A security-suite 6.1, bookworm-security's 6.12, sid's 7.2 and experimental's 7.3 release
-    candidate: each from its suite, 7.x in the 7.x package layout, on a base that has gcc-16."""
+    """bookworm's newest 6.1 (a security update), its 6.12 backport, sid's 7.2 and
+    experimental's 7.3 release candidate, chosen from today's archive by series: each from a
+    suite of its release, 7.x in the 7.x package layout, on a base that has gcc-16."""
+    six_one, six_twelve = newest_kernel("6.1", "bookworm"), newest_kernel("6.12", "bookworm")
+    seven_two, seven_three = newest_kernel("7.2", "sid"), newest_kernel("7.3", "sid")
     write("hello.stp", SCRIPT)
     path = write("matrix.yaml", matrix_text(
-        kernels="  - 6.1.0-56-amd64\n  - 6.12.117+deb12-amd64\n  - 7.2.13+deb14-amd64\n  - 7.3-amd64\n",
-        stap="  - deb:5.6-1\n"))
+        kernels="".join(f"  - {k}\n" for k in (six_one, six_twelve, seven_two, seven_three)),
+        stap=f"  - {systemtap_of('sid')}\n"))
     plan = make_plan(load_matrix(path), Archive())
     kernels = {k.spec.value: k for k in plan.kernels}
-    assert kernels["6.1.0-56-amd64"].origin == "bookworm-security"
-    assert kernels["6.1.0-56-amd64"].compilers == ("gcc-12",)
-    assert kernels["6.12.117+deb12-amd64"].origin == "bookworm-security"
-    assert kernels["7.2.13+deb14-amd64"].origin == "sid"
-    assert kernels["7.3-amd64"].origin == "experimental"
-    seven = {p.split("=")[0] for p in kernels["7.2.13+deb14-amd64"].packages}
-    assert {"linux-binary-7.2.13+deb14-amd64", "linux-modules-7.2.13+deb14-amd64",
-            "linux-base-7.2.13+deb14-amd64", "linux-headers-7.2.13+deb14-amd64"} <= seven
+    assert kernels[six_one].origin in ("bookworm", "bookworm-security")
+    assert kernels[six_one].compilers == ("gcc-12",)
+    assert kernels[six_twelve].origin in ("bookworm-security", "bookworm-backports")
+    assert kernels[seven_two].origin == "sid"
+    seven = {p.split("=")[0] for p in kernels[seven_two].packages}
+    assert {f"linux-binary-{seven_two}", f"linux-modules-{seven_two}", f"linux-base-{seven_two}",
+            f"linux-headers-{seven_two}"} <= seven
     bases = {c.kernel.spec.value: (c.base_suite, c.base_reason) for c in plan.cells}
-    assert bases["6.1.0-56-amd64"][0] == "trixie" and bases["7.3-amd64"][0] == "sid"
-    assert "gcc-16" in bases["7.3-amd64"][1]
+    assert bases[six_one][0] == "trixie" and bases[seven_three][0] == "sid"
+    assert "gcc-16" in bases[seven_three][1]

@@ -15,21 +15,26 @@ from pathlib import Path
 import pytest
 
 from harness.cli import join_option_values, parser
+from selftests.archive_choice import systemtap_of
 
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN_END = ROOT / "tests" / "stap" / "begin_end.stp"
-CELL_56 = "6.12.117+deb13-amd64-stap5.6-1"
-CELL_51 = "6.12.117+deb13-amd64-stap5.1-5"
+@pytest.fixture
+def cells(deb_kernel: str) -> tuple[str, str]:
+    """The ids of the two cells of `matrix`: sid's systemtap, then trixie's."""
+    return (f"{deb_kernel}-stap{systemtap_of('sid').removeprefix('deb:')}",
+            f"{deb_kernel}-stap{systemtap_of('trixie').removeprefix('deb:')}")
 
 
 @pytest.fixture
-def matrix(tmp_path: Path) -> Path:
+def matrix(tmp_path: Path, deb_kernel: str) -> Path:
     """One kernel x two systemtap packages, in a directory of its own (not the repository)."""
     path = tmp_path / "elsewhere" / "my.yaml"
     path.parent.mkdir()
-    path.write_text(f"kernels: [6.12.117+deb13-amd64]\nstap: ['deb:5.6-1', 'deb:5.1-5']\ntests: [{BEGIN_END}]\n")
+    path.write_text(f"kernels: [{deb_kernel}]\nstap: ['{systemtap_of('sid')}', '{systemtap_of('trixie')}']\n"
+                    f"tests: [{BEGIN_END}]\n")
     return path
 
 
@@ -44,15 +49,17 @@ def item_ids(completed: subprocess.CompletedProcess[str]) -> list[str]:
     return sorted(line.split("::", 1)[1] for line in completed.stdout.splitlines() if "::" in line)
 
 
-def test_no_conftest_the_plugin_is_an_entry_point() -> None:
-    assert not (ROOT / "conftest.py").exists()
+def test_the_plugin_is_an_entry_point_not_a_conftest() -> None:
+    """An installed stapmatrix needs no conftest.py: the plugin is a pytest11 entry point, and
+    the repository's conftest.py holds the selftests' fixtures and no hook of the plugin."""
+    assert "def pytest_" not in (ROOT / "conftest.py").read_text()
     from importlib.metadata import entry_points
 
     (entry,) = [e for e in entry_points(group="pytest11") if e.name == "stapmatrix"]
     assert entry.value == "harness.pytest_plugin"
 
 
-def test_matrix_with_a_space_from_another_directory(matrix: Path, tmp_path: Path) -> None:
+def test_matrix_with_a_space_from_another_directory(matrix: Path, cells: tuple[str, str], tmp_path: Path) -> None:
     """pytest reads a bare value as a test path when it looks for its rootdir (pytest issue
     #8846): the items must be the same either way."""
     elsewhere = tmp_path / "cwd"
@@ -61,29 +68,30 @@ def test_matrix_with_a_space_from_another_directory(matrix: Path, tmp_path: Path
     joined = collect(elsewhere, f"--matrix={matrix}")
     print(spaced.stdout[-2000:], spaced.stderr[-2000:])
     assert spaced.returncode == 0 and joined.returncode == 0
-    expected = [f"test_image[{CELL_51}]", f"test_image[{CELL_56}]", f"test_stap[{CELL_51}-begin_end]",
-                f"test_stap[{CELL_56}-begin_end]"]
+    expected = sorted([f"test_image[{cells[0]}]", f"test_image[{cells[1]}]", f"test_stap[{cells[0]}-begin_end]",
+                       f"test_stap[{cells[1]}-begin_end]"])
     assert [i for i in item_ids(spaced) if not i.startswith("test_testsuite")] == expected
     assert item_ids(spaced) == item_ids(joined)
 
 
-def test_relative_matrix_path_is_the_callers(matrix: Path) -> None:
+def test_relative_matrix_path_is_the_callers(matrix: Path, cells: tuple[str, str]) -> None:
     completed = collect(matrix.parent, "--matrix", matrix.name)
     assert completed.returncode == 0, completed.stderr
-    assert f"test_stap[{CELL_56}-begin_end]" in item_ids(completed)
+    assert f"test_stap[{cells[0]}-begin_end]" in item_ids(completed)
 
 
-def test_cell_selects_exactly_one_cell(matrix: Path, tmp_path: Path) -> None:
-    completed = collect(tmp_path, "--matrix", str(matrix), "--cell", CELL_56)
+def test_cell_selects_exactly_one_cell(matrix: Path, cells: tuple[str, str], tmp_path: Path) -> None:
+    completed = collect(tmp_path, "--matrix", str(matrix), "--cell", cells[0])
     assert completed.returncode == 0, completed.stderr
     assert [i for i in item_ids(completed) if not i.startswith("test_testsuite")] == [
-        f"test_image[{CELL_56}]", f"test_stap[{CELL_56}-begin_end]"]
+        f"test_image[{cells[0]}]", f"test_stap[{cells[0]}-begin_end]"]
 
 
-def test_cell_is_not_a_pattern_and_its_error_lists_the_cells(matrix: Path, tmp_path: Path) -> None:
-    completed = collect(tmp_path, "--matrix", str(matrix), "--cell", "6.12.117+deb13-amd64-stap5.6")
+def test_cell_is_not_a_pattern_and_its_error_lists_the_cells(matrix: Path, cells: tuple[str, str],
+                                                             tmp_path: Path) -> None:
+    completed = collect(tmp_path, "--matrix", str(matrix), "--cell", cells[0][:-2])
     assert completed.returncode == 4  # pytest's usage error
-    assert f"its 2 cell(s): {CELL_56}, {CELL_51}" in completed.stderr
+    assert f"its 2 cell(s): {cells[0]}, {cells[1]}" in completed.stderr
 
 
 def test_the_projects_own_tests_load_no_matrix() -> None:

@@ -23,30 +23,22 @@ import pytest
 from harness import archive, docker_env, settings, suites
 from harness.cli import main
 from harness.errors import DockerUnavailableError
-from harness.outcomes import Outcome, Result, read_results
+from harness.outcomes import Outcome, read_results
+from selftests.cells import CellRun
 from selftests.checkouts import failing_checkout
 
 pytestmark = [pytest.mark.real, pytest.mark.xdist_group("real-cell")]
 
 ROOT = Path(__file__).resolve().parent.parent
-KERNEL = "6.12.117+deb13-amd64"
-STAP = "deb:5.6-1"
 STAP_DIR = ROOT / "tests" / "stap"
 
 
-def run_cell(tmp_path: Path, name: str, *scripts: Path) -> tuple[int, dict[str, Result], float]:
-    json_path = tmp_path / f"{name}.json"
-    started = time.monotonic()
-    code = main(["run", "--kernel", KERNEL, "--stap", STAP, "--json", str(json_path), *map(str, scripts)])
-    return code, {r.test: r for r in read_results(json_path)}, time.monotonic() - started
-
-
-def test_crash_hang_and_pass_in_one_cell(tmp_path: Path) -> None:
+def test_crash_hang_and_pass_in_one_cell(run_cell: CellRun) -> None:
     """A panicking test, a hanging test, an oops, a kernel WARNING and normal tests in one
     cell: crash, timeout, crash, fail-load and pass, and the tests after a crash still run
     (the guest is booted again)."""
     code, results, seconds = run_cell(
-        tmp_path, "faults", STAP_DIR / "begin_end.stp", STAP_DIR / "faults" / "crash.stp",
+        "faults", STAP_DIR / "begin_end.stp", STAP_DIR / "faults" / "crash.stp",
         STAP_DIR / "timer.stp", STAP_DIR / "faults" / "hang.stp", STAP_DIR / "faults" / "oops.stp",
         STAP_DIR / "faults" / "warn.stp",
     )
@@ -67,10 +59,10 @@ def test_crash_hang_and_pass_in_one_cell(tmp_path: Path) -> None:
     assert results["hang"].stages["run"].seconds < 300
 
 
-def test_second_run_builds_and_compiles_nothing(tmp_path: Path) -> None:
+def test_second_run_builds_and_compiles_nothing(run_cell: CellRun, tmp_path: Path) -> None:
     script = STAP_DIR / "begin_end.stp"
-    run_cell(tmp_path, "first", script)
-    code, results, seconds = run_cell(tmp_path, "second", script)
+    run_cell("first", script)
+    code, results, seconds = run_cell("second", script)
     result = results["begin_end"]
     assert code == 0 and result.outcome is Outcome.PASS
     assert result.stages["images"].cached and result.stages["compile"].cached
@@ -78,11 +70,11 @@ def test_second_run_builds_and_compiles_nothing(tmp_path: Path) -> None:
     print(f"second run: {seconds:.0f} s, of which guest {result.stages['run'].seconds:.0f} s")
 
 
-def test_pytest_front_end_runs_a_matrix(tmp_path: Path) -> None:
+def test_pytest_front_end_runs_a_matrix(deb_kernel: str, deb_stap: str, tmp_path: Path) -> None:
     """The real pytest entry point on a one-cell matrix, with xdist and testinfra."""
     matrix = tmp_path / "matrix.yaml"
     matrix.write_text(
-        f"kernels: [{KERNEL}]\nstap: ['{STAP}']\n"
+        f"kernels: [{deb_kernel}]\nstap: ['{deb_stap}']\n"
         f"tests: [{STAP_DIR / 'begin_end.stp'}, {STAP_DIR / 'faults' / 'hang.stp'}]\n"
         f"xfail:\n  - {{test: hang, reason: never exits on purpose}}\n"
     )
@@ -96,7 +88,7 @@ def test_pytest_front_end_runs_a_matrix(tmp_path: Path) -> None:
     assert completed.returncode == 0
     # xdist's loadgroup appends "@GROUP" to node ids; the readable id is what comes before.
     cases = {str(case.get("name")).split("@")[0]: case for case in ET.parse(junit).iter("testcase")}
-    cell = f"{KERNEL}-stap{STAP.split(':')[1]}"
+    cell = f"{deb_kernel}-stap{deb_stap.split(':')[1]}"
     assert f"test_stap[{cell}-begin_end]" in cases
     assert cases[f"test_stap[{cell}-hang]"].find("skipped") is not None  # xfail
     assert cases[f"test_image[{cell}]"].find("failure") is None
@@ -112,9 +104,9 @@ def _our_containers(pid: int | None = None) -> list[str]:
             and (pid is None or c.labels[docker_env.OWNER_PID_LABEL] == str(pid))]
 
 
-def test_ctrl_c_during_a_boot_leaves_nothing(tmp_path: Path) -> None:
+def test_ctrl_c_during_a_boot_leaves_nothing(deb_kernel: str, deb_stap: str, tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", "--kernel", KERNEL, "--stap", STAP,
+        [sys.executable, "-m", "harness.cli", "run", "--kernel", deb_kernel, "--stap", deb_stap,
          "--json", str(tmp_path / "r.json"), str(STAP_DIR / "faults" / "hang.stp")],
         cwd=ROOT, env=dict(os.environ, STAPMATRIX_ARTIFACTS=str(tmp_path)),
     )
@@ -166,7 +158,7 @@ class _Unavailable(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_broken_download_is_an_error_and_tags_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_broken_download_is_an_error_and_tags_nothing(run_cell: CellRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A mirror that answers 503 (on loopback): debootstrap fails, every test of the cell is
     `error` with the reason, and no image is tagged."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
@@ -185,7 +177,7 @@ def test_broken_download_is_an_error_and_tags_nothing(tmp_path: Path, monkeypatc
                 shutil.copy(original, copy)
     tags_before = {t for i in docker_env.client().images.list() for t in i.tags}
     try:
-        code, results, _ = run_cell(tmp_path, "broken", STAP_DIR / "begin_end.stp")
+        code, results, _ = run_cell("broken", STAP_DIR / "begin_end.stp")
     finally:
         server.shutdown()
         monkeypatch.undo()
@@ -196,12 +188,12 @@ def test_broken_download_is_an_error_and_tags_nothing(tmp_path: Path, monkeypatc
     assert {t for i in docker_env.client().images.list() for t in i.tags} == tags_before
 
 
-def test_failing_source_build_is_an_error_with_its_log(tmp_path: Path) -> None:
+def test_failing_source_build_is_an_error_with_its_log(deb_kernel: str, tmp_path: Path) -> None:
     """A `path:` checkout whose configure fails: the column's tests are `error` with the end of
     the build log, the build is not retried (not a download problem) and nothing is tagged."""
     checkout = failing_checkout(tmp_path, "#!/bin/sh\necho 'configure: error: broken on purpose' >&2\nexit 1\n")
     json_path = tmp_path / "r.json"
-    code = main(["run", "--kernel", KERNEL, "--stap", f"path:{checkout}", "--json", str(json_path),
+    code = main(["run", "--kernel", deb_kernel, "--stap", f"path:{checkout}", "--json", str(json_path),
                  str(STAP_DIR / "begin_end.stp")])
     (result,) = read_results(json_path)
     assert code == 1 and result.outcome is Outcome.ERROR

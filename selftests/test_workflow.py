@@ -36,10 +36,10 @@ import yaml
 
 from harness.outcomes import Outcome, read_results
 from harness.report.load import key, load_runs
+from selftests.archive_choice import systemtap_of
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "stapmatrix.yml"
-KERNEL = "6.12.117+deb13-amd64"
 BEGIN_END = ROOT / "tests" / "stap" / "begin_end.stp"
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 KVM_RULE = 'KERNEL=="kvm", GROUP="kvm", MODE="0666", OPTIONS+="static_node=kvm"'
@@ -220,16 +220,16 @@ class Links(HTMLParser):
 
 @pytest.mark.real
 @pytest.mark.xdist_group("real-cell")
-def test_run_lines_plan_a_cell_and_report(tmp_path: Path) -> None:
+def test_run_lines_plan_a_cell_and_report(deb_kernel: str, deb_stap: str, tmp_path: Path) -> None:
     workspace = tmp_path / "ws"
     repo = workspace / "repo"  # the repository the workflow runs for: the caller's
     (repo / "ci" / "stap").mkdir(parents=True)
     shutil.copy(BEGIN_END, repo / "ci" / "stap" / "begin_end.stp")
-    (repo / "ci" / "one-cell.yaml").write_text(f"kernels: [{KERNEL}]\nstap: ['deb:5.6-1']\ntests: [stap/begin_end.stp]\n")
+    (repo / "ci" / "one-cell.yaml").write_text(f"kernels: [{deb_kernel}]\nstap: ['{deb_stap}']\ntests: [stap/begin_end.stp]\n")
     # A baseline from an earlier run: begin_end passed on this cell there too.
     shutil.copy(ROOT / "selftests" / "data" / "run-6.12-deb5.6-deb5.1" / "results.json", repo / "ci" / "baseline.json")
     (workspace / "stapmatrix").symlink_to(ROOT)  # the checkout of stapmatrix: this one
-    cell = f"{KERNEL}-stap5.6-1"
+    cell = f"{deb_kernel}-stap{deb_stap.removeprefix('deb:')}"
     table = {
         "inputs.matrix || 'matrix.yaml'": "ci/one-cell.yaml",
         "inputs.name || 'stapmatrix'": "stapmatrix",
@@ -246,7 +246,7 @@ def test_run_lines_plan_a_cell_and_report(tmp_path: Path) -> None:
 
     runner.job("plan", workflow["jobs"]["plan"], env)
     include = json.loads(runner.outputs["matrix"])["include"]
-    assert include == [{"cell": cell, "kernel": KERNEL, "stap": "deb:5.6-1"}]
+    assert include == [{"cell": cell, "kernel": deb_kernel, "stap": deb_stap}]
     assert runner.outputs["cells"] == "1"
 
     runner.job("cell", workflow["jobs"]["cell"], env)
@@ -283,11 +283,11 @@ def test_run_lines_plan_a_cell_and_report(tmp_path: Path) -> None:
 
 @pytest.mark.real
 @pytest.mark.xdist_group("real-cell")
-def test_sharded_run_equals_the_whole_run(tmp_path: Path) -> None:
+def test_sharded_run_equals_the_whole_run(deb_kernel: str, deb_stap: str, tmp_path: Path) -> None:
     """The same 1 kernel x 2 systemtap matrix run at once and as one --cell run per cell,
     merged: the same outcome for every (kernel, systemtap, test)."""
     matrix = tmp_path / "two.yaml"
-    matrix.write_text(f"kernels: [{KERNEL}]\nstap: ['deb:5.6-1', 'deb:5.1-5']\ntests: [{BEGIN_END}]\n")
+    matrix.write_text(f"kernels: [{deb_kernel}]\nstap: ['{deb_stap}', '{systemtap_of('trixie')}']\ntests: [{BEGIN_END}]\n")
 
     def pytest_run(artifacts: Path, *args: str) -> None:
         env = dict(os.environ, STAPMATRIX_ARTIFACTS=str(artifacts))
