@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import re
 import shlex
 import time
 import traceback
@@ -25,13 +27,14 @@ from typing import TypeVar
 
 import requests.exceptions
 
-from harness import bases, images, kernels
+from harness import bases, images, kernels, resources
 from harness.archive import Archive
 from harness.errors import InfraError, MatrixError, StapmatrixError
+from harness.example_run import ExampleCell, run_examples
 from harness.guest import TIMEOUT_SCALE, GuestRun, choose_accel, run_guest
 from harness.judge import apply_known_failure, judge
 from harness.kernel_store import KernelTree
-from harness.modules import Compiled, compile_cell
+from harness.modules import Compiled, compile_cell, lazy_container, pack_guest
 from harness.outcomes import Outcome, Result, Stage, Try
 from harness.plan import Cell
 from harness.progress import Event, ImageBuilt, KernelReady, Progress, Step
@@ -70,8 +73,12 @@ def reproduce_command(cell: Cell) -> str:
     command = ["./sm", "run", "--kernel", cell.kernel.spec.spec, "--stap", cell.stap.spec.spec]
     for item in cell.kernel.spec.config:
         command += ["--kernel-config", item.partition(":")[2]]
-    for exp in cell.testsuite:
-        command += ["--testsuite", exp]
+    for test_set in cell.test_sets:
+        if test_set.path:
+            command += ["--testsuite-path", test_set.path]
+        command += ["--testsuite", test_set.selector]
+        command += [f"--testsuite-include={pattern}" for pattern in test_set.include]
+        command += [f"--testsuite-exclude={pattern}" for pattern in test_set.exclude]
     for script in cell.tests:
         command += [str(script.path)]
     return shlex.join(command)
@@ -102,8 +109,11 @@ class CellRun:
             image=self.image, guest_build_id=self.guest_build_id, **extra,  # type: ignore[arg-type]
         )
 
-    def errors(self, detail: str) -> list[Result]:
-        names = [t.name for t in self.cell.tests] + [f"testsuite:{exp}" for exp in self.cell.testsuite]
+    def errors(self, detail: str, names: list[str] | None = None) -> list[Result]:
+        """`error` records for `names` (default: every test of the cell)."""
+        if names is None:
+            names = ([t.name for t in self.cell.tests] + [t.name for t in self.cell.examples]
+                     + [f"testsuite:{f.path}" for f in self.cell.dejagnu])
         return [self.result(name, Outcome.ERROR, detail) for name in names]
 
 
@@ -222,26 +232,45 @@ def _run(cell: Cell, context: CellContext, cell_dir: Path, progress: Progress, a
     run.stages.update(cell_images.stages)
     run.release = cell_images.kernel.release
     run.image = cell_images.cell
+    guest_dir = cell_dir / "guest"
+    guest_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        accel, why = choose_accel(cell_images.runner, guest_dir)
+    except InfraError as error:
+        return run.errors(f"running the guest failed: {error}")
+    run.accel = accel
+    progress(Step(f"{cell.id}: guests boot under {accel.upper()} ({why})"))
+    results: list[Result] = []
+    if cell.tests:
+        results += _scripts(cell, context, cell_images, guest_dir, run, progress)
+    if cell.examples:
+        results += _examples(cell, context, cell_images, guest_dir, run, progress)
+    if cell.dejagnu:
+        results += _testsuite_results(cell, context, cell_images, guest_dir, run, progress)
+    return results
 
+
+def _scripts(cell: Cell, context: CellContext, cell_images: CellImages, guest_dir: Path, run: CellRun,
+             progress: Progress) -> list[Result]:
+    """The matrix's own scripts: compiled (cached by content), then one boot runs them all."""
     progress(Step(f"{cell.id}: compiling {len(cell.tests)} script(s)"))
     started = time.monotonic()
-    guest_dir = cell_dir / "guest"
+    names = [t.name for t in cell.tests]
     try:
         compiled = compile_cell(cell_images.cell, cell.tests, cell_images.kernel, guest_dir,
                                 cell_images.stap_key, progress)
     except InfraError as error:
         run.stages["compile"] = Stage(time.monotonic() - started, False)
-        return run.errors(f"compiling failed: {error}")
+        return run.errors(f"compiling failed: {error}", names)
     run.stages["compile"] = Stage(time.monotonic() - started, all(c.cached for c in compiled.values()))
 
     # The guest boots even when nothing compiled: that proves the kernel boots and gives the
     # build-id the image check compares with the debuginfo.
     runnable = [t.name for t in cell.tests if compiled[t.name].ok]
     started = time.monotonic()
+    accel = run.accel
     try:
-        accel, why = choose_accel(cell_images.runner, guest_dir)
-        run.accel = accel
-        progress(Step(f"{cell.id}: booting {run.release} under {accel.upper()} ({why})"))
+        progress(Step(f"{cell.id}: booting {run.release} under {accel.upper()}"))
         timeouts = {t.name: t.timeout_s * TIMEOUT_SCALE[accel] for t in cell.tests}
         guest = run_guest(cell_images.runner, guest_dir, runnable, timeouts, accel)
         tries = {t.name: [_judge(t, compiled[t.name], guest, context, guest_dir, 1)] for t in cell.tests}
@@ -259,16 +288,59 @@ def _run(cell: Cell, context: CellContext, cell_dir: Path, progress: Progress, a
                     tries[test.name].append(_judge(test, compiled[test.name], retry, context, guest_dir, attempt))
     except InfraError as error:
         run.stages["run"] = Stage(time.monotonic() - started, False)
-        return run.errors(f"running the guest failed: {error}")
+        return run.errors(f"running the guest failed: {error}", names)
     run.stages["run"] = Stage(time.monotonic() - started, False)
     if guest.build_id:
         run.guest_build_id = guest.build_id
+    return [_final(script, compiled[script.name], tries[script.name], context, run, guest_dir)
+            for script in cell.tests]
 
+
+def _pack_stapsh(cell_images: CellImages, guest_dir: Path) -> None:
+    """The initramfs of a guest serving stapsh (this build's stapsh, staprun and stapio)."""
+    if not (guest_dir / "list").exists():  # no scripts ran: an empty test list
+        (guest_dir / "modules").mkdir(exist_ok=True)
+        (guest_dir / "list").write_text("")
+    with lazy_container(cell_images.cell, guest_dir, cell_images.kernel) as packer:
+        pack_guest(packer, cell_images.kernel, guest_dir, cell_images.stap_key, with_stapsh=True)
+
+
+def test_jobs() -> int:
+    """How many compiles, and guests, one cell's systemtap tests use at once: what this
+    machine's cores and memory allow (harness/resources.py), or STAPMATRIX_TEST_JOBS."""
+    value = os.environ.get("STAPMATRIX_TEST_JOBS", "")
+    if re.fullmatch(r"[1-9][0-9]?", value):
+        return int(value)
+    return resources.workers()[0]
+
+
+def _examples(cell: Cell, context: CellContext, cell_images: CellImages, guest_dir: Path, run: CellRun,
+              progress: Progress) -> list[Result]:
+    """systemtap's examples: one Result per test_check and test_installcheck command."""
+    corpus = cell.work.corpus
+    assert corpus is not None
+    names = [t.name for t in cell.examples]
+    examples_cell = ExampleCell(cell_images.cell, cell_images.runner, cell_images.kernel, corpus, guest_dir, run.accel,
+                                cell_images.stap_key, cell.stap.stap_path, test_jobs(), context.reruns)
+    try:
+        verdicts, build_id = run_examples(examples_cell, cell.examples, progress,
+                                          before_guests=lambda: _pack_stapsh(cell_images, guest_dir))
+    except InfraError as error:
+        return run.errors(f"running the examples failed: {error}", names)
+    run.guest_build_id = run.guest_build_id or build_id
     results = []
-    if cell.testsuite:
-        results += _testsuite_results(cell, cell_images, guest_dir, run, progress)
-    for script in cell.tests:
-        results.append(_final(script, compiled[script.name], tries[script.name], context, run, guest_dir))
+    for verdict in verdicts:
+        test = verdict.test
+        outcome, detail, actual = verdict.outcome, verdict.detail, ""
+        rule = context.known_failure(cell.kernel.spec, cell.stap.spec, test.name)
+        if outcome is not Outcome.FLAKY and outcome is not Outcome.SKIP:
+            outcome, detail, actual = apply_known_failure(outcome, detail, rule)
+        stages = dict(_shared_stages(run))
+        stages[test.kind] = Stage(round(verdict.seconds, 1), verdict.cached)
+        results.append(run.result(
+            test.name, outcome, detail, stages, dict(run.artifacts, **verdict.artifacts),
+            xfail_reason=rule.reason if rule and outcome is Outcome.XFAIL else "", actual=actual,
+            tries=[Try(o.value, d) for o, d in verdict.tries]))
     return results
 
 
@@ -319,20 +391,43 @@ def _shared_stages(run: CellRun) -> dict[str, Stage]:
     return {name: run.stages[name] for name in ("images", "kernel") if name in run.stages}
 
 
-def _testsuite_results(cell: Cell, cell_images: CellImages, guest_dir: Path, run: CellRun,
+def _testsuite_results(cell: Cell, context: CellContext, cell_images: CellImages, guest_dir: Path, run: CellRun,
                        progress: Progress) -> list[Result]:
-    """One Result per DejaGnu line, test = `testsuite:EXP:NAME`; an infrastructure failure
-    is one `error` record per requested .exp file."""
+    """One Result per DejaGnu line, test = `testsuite:EXP:NAME`, and one `testsuite:EXP` for
+    a file that crashed or hung the guest, or left a splat or new taint; a file that does
+    part of its work outside the guest is one `skip` (harness/dejagnu_sets.py); an
+    infrastructure failure is one `error` record per file."""
     started = time.monotonic()
+    stage = dict(_shared_stages(run), testsuite=Stage(0.0, False))
+    results = [run.result(f"testsuite:{f.path}", Outcome.SKIP,
+                          f"not run: this test {f.host_bound}, which under stap --remote is not the kernel under test",
+                          stage) for f in cell.dejagnu if f.host_bound]
     try:
-        lines, testsuite_artifacts = run_testsuite(
-            cell_images.cell, cell_images.runner, cell_images.kernel, cell.testsuite, guest_dir, run.accel,
-            cell_images.stap_key, progress)
+        _pack_stapsh(cell_images, guest_dir)
+        runs = run_testsuite(cell_images.cell, cell_images.runner, cell_images.kernel, cell.dejagnu, guest_dir,
+                             run.accel, cell_images.stap_key, cell.stap.stap_path, test_jobs(), progress)
     except InfraError as error:
-        return [run.result(f"testsuite:{exp}", Outcome.ERROR, str(error)) for exp in cell.testsuite]
-    stage = dict(_shared_stages(run), testsuite=Stage(time.monotonic() - started, False))
-    return [
-        run.result(f"testsuite:{line.exp}:{line.name}", DEJAGNU_OUTCOME[line.pytest_outcome],
-                   f"DejaGnu {line.status}: {line.name}", stage, dict(run.artifacts, **testsuite_artifacts))
-        for line in lines
-    ]
+        return results + run.errors(f"running the testsuite failed: {error}",
+                                    [f"testsuite:{f.path}" for f in cell.dejagnu if not f.host_bound])
+    stage["testsuite"] = Stage(time.monotonic() - started, False)
+    for file_run in runs:
+        artifacts = dict(run.artifacts, **file_run.artifacts)
+        for line in file_run.lines:
+            name = f"testsuite:{line.exp}:{line.name}"
+            outcome, detail, actual = apply_known_failure(
+                DEJAGNU_OUTCOME[line.pytest_outcome], f"DejaGnu {line.status}: {line.name}",
+                context.known_failure(cell.kernel.spec, cell.stap.spec, name))
+            results.append(run.result(name, outcome, detail, stage, artifacts, actual=actual))
+        file_test = f"testsuite:{file_run.exp}"
+        if file_run.crash:
+            results.append(run.result(file_test, Outcome.CRASH, file_run.crash, stage, artifacts))
+        elif file_run.timed_out:
+            results.append(run.result(file_test, Outcome.TIMEOUT, "the file was still running after its limit and "
+                                      "was stopped", stage, artifacts))
+        elif file_run.kernel_problem:
+            results.append(run.result(file_test, Outcome.FAIL_LOAD, file_run.kernel_problem, stage, artifacts))
+        elif not file_run.lines:
+            results.append(run.result(file_test, Outcome.ERROR, f"gave no DejaGnu result line (make exit "
+                                      f"{file_run.make_exit}); see {file_run.artifacts.get('make_log', 'make.log')}",
+                                      stage, artifacts))
+    return results

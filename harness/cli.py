@@ -18,6 +18,7 @@ import logging
 import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
@@ -30,7 +31,7 @@ from harness.cell import CellContext, check_reruns
 from harness.errors import MatrixError, StapmatrixError
 from harness.kconfig import parse_config_items
 from harness.outcomes import Outcome
-from harness.plan import Plan, make_cell
+from harness.plan import Cell, Plan, make_cell, stap_tests
 from harness.report import diff as report_diff
 from harness.report.html import render_html, write_run_reports
 from harness.report.junit import write_junit
@@ -40,7 +41,8 @@ from harness.report.terminal import render_terminal
 from harness.scripts import load_script
 from harness.session import Session, new_run_dir, plan_matrix, prepare_process
 from harness.settings import mirror, security_mirror
-from harness.specs import EXP_RE, check_value, parse_kernel_spec, parse_stap_spec
+from harness.specs import expand_path, parse_kernel_spec, parse_stap_spec
+from harness.testsets import EXAMPLES, make_test_set
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -71,13 +73,19 @@ def command_run(args: argparse.Namespace) -> int:
     archive = Archive()
     kernel = kernels.resolve(kernel_spec, "--kernel", archive)
     stap = staps.resolve(spec, "--stap", archive)
-    for exp in args.testsuite:
-        check_value(exp, EXP_RE, "--testsuite", "testsuite file", "environment_sanity.exp")
-    if args.testsuite and stap.spec.kind == "deb":
-        raise MatrixError("--testsuite needs a git: or path: systemtap build (Debian packages ship no testsuite)")
-    if not scripts and not args.testsuite:
-        raise MatrixError("nothing to run: give scripts, --testsuite files, or both")
-    cell = make_cell(kernel, stap, scripts, tuple(args.testsuite))
+    path = expand_path(args.testsuite_path, Path.cwd(), "--testsuite-path") if args.testsuite_path else None
+    test_sets = tuple(make_test_set(selector, "--testsuite", args.testsuite_include, args.testsuite_exclude,
+                                    path if selector == EXAMPLES else None) for selector in args.testsuite)
+    if path is not None and EXAMPLES not in args.testsuite:
+        raise MatrixError("--testsuite-path names a directory of examples: give it with --testsuite examples")
+    if stap.spec.kind == "deb" and any(not s.is_examples for s in test_sets):
+        raise MatrixError("DejaGnu test sets (smoke, all, .exp files) need a git: or path: systemtap build: Debian "
+                          "packages ship no testsuite; `--testsuite examples` runs on every build")
+    work = stap_tests(stap, test_sets, archive, "--testsuite")
+    if not scripts and not work:
+        raise MatrixError("nothing to run: give scripts, --testsuite sets (examples, smoke, .exp files), or both"
+                          + (" (the --testsuite filters leave no test)" if test_sets else ""))
+    cell = make_cell(kernel, stap, scripts, work)
     prepare_process(docker_required=True)
     run_dir = new_run_dir()
     console.print(f"cell {cell.id}: {kernel.spec.spec} ({kernel.identity}) x {stap.spec.spec} ({stap.identity}); "
@@ -106,6 +114,20 @@ def command_run(args: argparse.Namespace) -> int:
     return 0 if all(r.outcome in (Outcome.PASS, Outcome.SKIP) for r in results) else 1
 
 
+def cell_work(cell: Cell) -> str:
+    """A cell's tests in a few words: its scripts by name, systemtap's own tests counted."""
+    parts = [t.name for t in cell.tests]
+    if cell.examples:
+        kinds = Counter(t.kind for t in cell.examples)
+        parts.append(f"{len(cell.examples)} example test(s) ({kinds['check']} check, {kinds['installcheck']} "
+                     f"installcheck) from {cell.work.corpus.origin if cell.work.corpus else ''}")
+    if cell.dejagnu:
+        bound = sum(1 for f in cell.dejagnu if f.host_bound)
+        parts.append(f"{len(cell.dejagnu)} DejaGnu file(s)" + (f", {bound} of them not run (they work outside the "
+                                                                "guest)" if bound else ""))
+    return ", ".join(parts)
+
+
 def describe_plan(matrix_path: Path, plan: Plan) -> list[str]:
     """What `check` prints: where every kernel and systemtap build comes from, each cell's
     base and why."""
@@ -126,7 +148,7 @@ def describe_plan(matrix_path: Path, plan: Plan) -> list[str]:
         lines.append(f"  systemtap {stap.spec.spec}{name}: {stap.identity}")
     for cell in plan.cells:
         lines.append(f"  cell {cell.id}: base {cell.base_suite} ({cell.base_reason}): "
-                     f"{', '.join([t.name for t in cell.tests] + list(cell.testsuite))}")
+                     f"{cell_work(cell)}")
     return lines
 
 
@@ -265,8 +287,16 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--json", help="write results.json here (default: in the run's artifact directory)")
     run.add_argument("--timeout", type=ascii_int, help="seconds each script may run in the guest (overrides directives)")
     run.add_argument("--stap-arg", action="append", default=[], help="an extra stap option, repeatable")
-    run.add_argument("--testsuite", action="append", default=[], metavar="EXP",
-                     help="a systemtap testsuite file to run (git:/path: builds), repeatable")
+    run.add_argument("--testsuite", action="append", default=[], metavar="SET",
+                     help="systemtap's own tests: `examples` (every build), `smoke`, `all` or DejaGnu files, "
+                          "directories and globs (git:/path: builds); repeatable")
+    run.add_argument("--testsuite-include", action="append", default=[], metavar="PATTERN",
+                     help="keep only the tests of the sets whose name matches (fnmatch, e.g. 'examples/io/*'); "
+                          "repeatable")
+    run.add_argument("--testsuite-exclude", action="append", default=[], metavar="PATTERN",
+                     help="leave out the tests of the sets whose name matches; repeatable")
+    run.add_argument("--testsuite-path", metavar="DIR",
+                     help="run the examples of DIR (CATEGORY/NAME.meta files) instead of the build's own")
     run.add_argument("scripts", nargs="*", metavar="SCRIPT")
     run.set_defaults(handler=command_run)
     check = commands.add_parser("check", help="validate a matrix file and print its plan")
@@ -282,7 +312,7 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-VALUE_OPTIONS = ("--stap-arg", "--kernel-config")
+VALUE_OPTIONS = ("--stap-arg", "--kernel-config", "--testsuite-include", "--testsuite-exclude")
 
 
 def join_option_values(argv: list[str]) -> list[str]:

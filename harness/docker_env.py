@@ -231,11 +231,10 @@ def _kill_at(container: Container, deadline: float) -> None:
         pass
 
 
-def exec_with_limit(container: Container, command: list[str], *, what: str, timeout_s: float,
-                    workdir: str | None = None, environment: dict[str, str] | None = None) -> tuple[int, bytes]:
-    """`exec_run` with a time limit: docker's exec has none, so the command runs under
-    coreutils' timeout inside the container (exit 124 when it was stopped), and the error
-    names the step."""
+def exec_timed(container: Container, command: list[str], *, what: str, timeout_s: float, workdir: str | None = None,
+               environment: dict[str, str] | None = None) -> tuple[int, bytes, bool]:
+    """`exec_run` under coreutils' timeout inside the container (docker's exec has no time
+    limit of its own): (exit code, output, whether the limit stopped it)."""
     wrapped = ["timeout", "--kill-after=10", str(int(timeout_s)), *command]
     started = time.monotonic()
     try:
@@ -244,6 +243,15 @@ def exec_with_limit(container: Container, command: list[str], *, what: str, time
         raise InfraError(f"{what}: lost the connection to Docker ({error.__class__.__name__})") from None
     # 124 and 137 are also what a command says when it exits 124 or is killed (the OOM killer,
     # `kill -9`) well before the limit: only the clock tells a time limit from those.
-    if code in (124, 137) and time.monotonic() - started >= timeout_s:
+    timed_out = code in (124, 137) and time.monotonic() - started >= timeout_s
+    return int(code), bytes(output), timed_out
+
+
+def exec_with_limit(container: Container, command: list[str], *, what: str, timeout_s: float,
+                    workdir: str | None = None, environment: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """`exec_timed`, where running out of time is an error that names the step."""
+    code, output, timed_out = exec_timed(container, command, what=what, timeout_s=timeout_s, workdir=workdir,
+                                         environment=environment)
+    if timed_out:
         raise InfraError(f"{what} did not finish within {timeout_s:.0f} s and was stopped")
-    return int(code), bytes(output)
+    return code, output

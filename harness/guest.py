@@ -72,8 +72,13 @@ class TestRun:
     seconds: float = 0.0
 
     def new_taint(self) -> str:
-        flags = (self.taint_after & ~self.taint_before) & ~TAINT_EXPECTED
-        return "".join(name for bit, name in TAINT_NAMES.items() if flags & bit)
+        return new_taint(self.taint_before, self.taint_after)
+
+
+def new_taint(before: int, after: int) -> str:
+    """The taint flags set between two readings, beyond the O and E every stap module sets."""
+    flags = (after & ~before) & ~TAINT_EXPECTED
+    return "".join(name for bit, name in TAINT_NAMES.items() if flags & bit)
 
 
 @dataclass
@@ -246,7 +251,7 @@ def parse_results(text: str, boot: int, runs: dict[str, TestRun],
                 runs[words[2]].ended = True
             elif kind == "DONE":
                 done = True
-            elif kind not in ("STAPSH",):
+            elif kind not in ("STAPSH", "TAINT"):
                 raise ValueError("unknown or short record")
         except ValueError:
             if garbled is not None:

@@ -18,7 +18,6 @@ from harness.errors import MatrixError
 from harness.kconfig import parse_config_items
 from harness.scripts import TestScript, load_script
 from harness.specs import (
-    EXP_RE,
     NAME_RE,
     PATTERN_RE,
     KernelSpec,
@@ -31,6 +30,7 @@ from harness.specs import (
     parse_kernel_spec,
     parse_stap_spec,
 )
+from harness.testsets import TestSet, check_patterns, make_test_set
 
 T = TypeVar("T")
 
@@ -38,6 +38,7 @@ TOP_LEVEL_KEYS = ("kernels", "stap", "tests", "testsuite", "exclude", "xfail", "
 KERNEL_KEYS = ("deb", "git", "ref", "path", "config", "name")
 STAP_KEYS = ("deb", "git", "ref", "path", "name")
 RULE_KEYS = ("kernel", "stap", "test", "reason")
+TEST_SET_KEYS = ("set", "include", "exclude", "path")
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Matrix:
     exclude: list[Rule] = field(default_factory=list)
     xfail: list[Rule] = field(default_factory=list)
     allow_splats: list[str] = field(default_factory=list)
-    testsuite: list[str] = field(default_factory=list)  # systemtap testsuite .exp files (source builds)
+    testsuite: list[TestSet] = field(default_factory=list)  # systemtap's own tests (harness/testsets.py)
 
     def where(self, line: int) -> str:
         return f"{self.path}:{line}"
@@ -122,12 +123,30 @@ def _parse_rule(node: yaml.Node, path: Path, key: str) -> Rule:
     values = {k: _scalar(v, f"{path}:{_line(v)}", k) for k, v in _mapping(node, path, RULE_KEYS, f"'{key}'").items()}
     if "reason" not in values:
         raise MatrixError(f"{where}: every '{key}' entry needs a reason")
-    for name in ("kernel", "stap", "test"):
+    for name in ("kernel", "stap"):
         check_value(values.get(name, "*"), PATTERN_RE, where, f"{key} pattern", "6.1.*")
+    check_patterns([values.get("test", "*")], where, f"{key} test")  # test names hold spaces: `examples/io/iotop: check`
     return Rule(
         values.get("kernel", "*"), values.get("stap", "*"), values.get("test", "*"),
         values["reason"], _line(node),
     )
+
+
+def _parse_test_set(node: yaml.Node, path: Path) -> TestSet:
+    """`- examples`, `- smoke`, `- systemtap.base/*.exp`, or `- {set: examples, include: [...],
+    exclude: [...], path: DIR}` (DIR relative to the matrix file)."""
+    where = f"{path}:{_line(node)}"
+    if not isinstance(node, yaml.MappingNode):
+        return make_test_set(_scalar(node, where, "a test set"), where)
+    values = _mapping(node, path, TEST_SET_KEYS, "a test set")
+    if "set" not in values:
+        raise MatrixError(f"{where}: a test set mapping needs set: (examples, smoke, all or a DejaGnu file or glob)")
+    filters = {key: [_scalar(item, f"{path}:{_line(item)}", f"an {key} pattern")
+                     for item in _sequence(values[key], path, key, allow_empty=False)]
+               for key in ("include", "exclude") if key in values}
+    directory = expand_path(_scalar(values["path"], where, "path"), path.parent, where) if "path" in values else None
+    return make_test_set(_scalar(values["set"], where, "set"), where, filters.get("include"), filters.get("exclude"),
+                         directory)
 
 
 def _source_fields(values: dict[str, yaml.Node], path: Path, where: str, what: str) -> tuple[str, str]:
@@ -225,16 +244,19 @@ def load_matrix(path: Path) -> Matrix:
     if not path.is_file():
         raise MatrixError(f"matrix file {path} is not a regular file (a directory or a device): give the YAML file")
     sections = _mapping(_compose(path), path, TOP_LEVEL_KEYS, "the matrix")
-    for required in ("kernels", "stap", "tests"):
+    for required in ("kernels", "stap"):
         if required not in sections:
             raise MatrixError(f"{path}: the matrix needs a '{required}' list")
+    if "tests" not in sections and "testsuite" not in sections:
+        raise MatrixError(f"{path}: the matrix needs a 'tests' list (scripts), a 'testsuite' list (systemtap's own "
+                          "tests: examples, smoke, DejaGnu files), or both")
 
     kernels = [Located(_parse_kernel_node(n, path), _line(n))
                for n in _sequence(sections["kernels"], path, "kernels", allow_empty=False)]
     staps = [Located(_parse_stap_node(n, path), _line(n))
              for n in _sequence(sections["stap"], path, "stap", allow_empty=False)]
     tests = []
-    for node in _sequence(sections["tests"], path, "tests", allow_empty=False):
+    for node in _sequence(sections["tests"], path, "tests", allow_empty=False) if "tests" in sections else []:
         where = f"{path}:{_line(node)}"
         script = expand_path(_scalar(node, where, "a test script"), path.parent, where)
         tests.append(Located(load_script(script, where=where), _line(node)))
@@ -252,11 +274,14 @@ def load_matrix(path: Path) -> Matrix:
         if key in sections:
             target.extend(_parse_rule(n, path, key) for n in _sequence(sections[key], path, key))
     if "testsuite" in sections:
+        seen: dict[TestSet, int] = {}
         for node in _sequence(sections["testsuite"], path, "testsuite"):
-            where = f"{path}:{_line(node)}"
-            name = _scalar(node, where, "a testsuite file")
-            check_value(name, EXP_RE, where, "testsuite file", "environment_sanity.exp")
-            matrix.testsuite.append(name)
+            test_set = _parse_test_set(node, path)
+            if test_set in seen:
+                raise MatrixError(f"{path}:{_line(node)}: test set {test_set.label!r} listed twice (first at line "
+                                  f"{seen[test_set]})")
+            seen[test_set] = _line(node)
+            matrix.testsuite.append(test_set)
     if "allow_splats" in sections:
         for node in _sequence(sections["allow_splats"], path, "allow_splats"):
             pattern = _scalar(node, f"{path}:{_line(node)}", "a splat pattern")

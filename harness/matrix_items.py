@@ -2,6 +2,7 @@
 
 test_stap[KERNEL-stapVERSION-SCRIPT]: one per cell and script; passes only on `pass`.
 test_image[KERNEL-stapVERSION]: testinfra checks of the cell's image against its kernel.
+test_example[CELL-examples/DIR/NAME:KIND]: one of systemtap's examples' test commands.
 test_testsuite[CELL-FILE]: systemtap's own testsuite file, one subtest per DejaGnu line.
 
 This module is inside the package, not in a tests/ directory, so that an installed stapmatrix
@@ -19,6 +20,7 @@ import pytest
 import testinfra
 
 from harness import docker_env, kernel_store
+from harness.errors import InfraError
 from harness.outcomes import Outcome, Result
 from harness.plan import Cell
 from harness.pytest_plugin import MatrixSession
@@ -85,22 +87,38 @@ def test_image(image_case: Cell, cell_host: testinfra.host.Host, matrix_session:
         assert image_case.stap.version_label in version, version
 
 
+def _judge_record(record: Result) -> None:
+    """An example's or a DejaGnu line's outcome as pytest's: the same rules as test_stap."""
+    if record.outcome is Outcome.ERROR:
+        raise InfraError(f"{record.detail}\nreproduce: {record.reproduce}")
+    if record.outcome is Outcome.SKIP:
+        pytest.skip(record.detail)
+    if record.outcome is Outcome.FLAKY:
+        pytest.xfail(f"flaky: {record.detail}")
+    if record.outcome is Outcome.XFAIL:
+        pytest.xfail(f"{record.xfail_reason or record.detail} (got {record.actual})")
+    if record.outcome is Outcome.PASS and record.detail:
+        pytest.fail(record.detail, pytrace=False)  # a known failure that passed
+    if record.outcome is not Outcome.PASS:
+        where = record.artifacts.get("output") or record.artifacts.get("systemtap.log") or record.artifacts.get("dir")
+        pytest.fail(f"{record.outcome.value}: {record.detail}\noutput: {where}\nreproduce: {record.reproduce}",
+                    pytrace=False)
+
+
+def test_example(example_case: tuple[Cell, str], matrix_session: MatrixSession) -> None:
+    """One test_check or test_installcheck command of systemtap's examples."""
+    cell, name = example_case
+    (record,) = [r for r in matrix_session.cell_results(cell) if r.test == name]
+    _judge_record(record)
+
+
 def test_testsuite(testsuite_case: tuple[Cell, str], matrix_session: MatrixSession, subtests) -> None:  # type: ignore[no-untyped-def]
     """systemtap's own testsuite file against the guest: one subtest per DejaGnu line."""
     cell, exp = testsuite_case
     prefix = f"testsuite:{exp}"
-    records = [r for r in matrix_session.cell_results(cell)
-               if r.test == prefix or (r.test.startswith("testsuite:") and r.test.split(":")[1].endswith(exp))]
-    errors = [r for r in records if r.outcome is Outcome.ERROR]
-    if errors:
-        raise RuntimeError(f"{errors[0].detail}\nreproduce: {errors[0].reproduce}")
+    records = [r for r in matrix_session.cell_results(cell) if r.test == prefix or r.test.startswith(prefix + ":")]
     if not records:
         pytest.fail(f"{exp} produced no DejaGnu result: is it in this systemtap source?", pytrace=False)
     for record in records:
-        with subtests.test(msg=record.detail):
-            if record.outcome is Outcome.SKIP:
-                pytest.skip(record.detail)
-            if record.outcome is Outcome.XFAIL:
-                pytest.xfail(record.detail)
-            if record.outcome is not Outcome.PASS:
-                pytest.fail(f"{record.detail}\nlog: {record.artifacts.get('systemtap.log')}", pytrace=False)
+        with subtests.test(msg=record.test.removeprefix(prefix + ":") or exp):
+            _judge_record(record)

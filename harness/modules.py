@@ -78,23 +78,34 @@ def stap_cache_dir(stap_key: str, kernel: KernelTree) -> Path:
     return path
 
 
+# stap's cache limit (systemtap cache.cxx: 256 MB by default, then it evicts the oldest
+# modules): the examples alone compile about 380 modules per kernel, which must all stay.
+STAP_CACHE_MB = 8192
+
+
 @contextmanager
-def cell_container(image: str, workdir: Path, kernel: KernelTree,
-                   stap_cache: Path | None = None) -> Iterator[Container]:
+def cell_container(image: str, workdir: Path, kernel: KernelTree, stap_cache: Path | None = None,
+                   extra_env: dict[str, str] | None = None, path_prefix: str = "") -> Iterator[Container]:
     """A long-lived container of the cell image: no network, the kernel's tree mounted
-    read-only where stap looks for it, workdir at /work, stap's cache at /stapcache."""
+    read-only where stap looks for it, workdir at /work, stap's cache at /stapcache;
+    `path_prefix` (directories with a colon after each) comes first on PATH."""
     mounts = kernel.mounts() + [
         docker.types.Mount("/work", str(workdir), type="bind"),
         docker.types.Mount("/guest", str(GUEST_DIR), type="bind", read_only=True),
     ]
-    environment = {"HOME": "/work/home"}
+    environment = {"HOME": "/work/home", **(extra_env or {})}
+    path = path_prefix
     if kernel.cc == "gcc":
         # A kernel built from source calls plain `gcc`: make it the version that built the
         # kernel (harness/dockerfiles/gcc-links.sh), ahead of the image's own PATH.
-        environment["PATH"] = f"/usr/local/lib/stapmatrix/gcc-{kernel.cc_version}:{_image_path(image)}"
+        path += f"/usr/local/lib/stapmatrix/gcc-{kernel.cc_version}:"
+    if path:
+        environment["PATH"] = path + _image_path(image)
     if stap_cache is not None:
         mounts.append(docker.types.Mount("/stapcache", str(stap_cache), type="bind"))
         environment["SYSTEMTAP_DIR"] = "/stapcache"
+        (stap_cache / "cache").mkdir(exist_ok=True)
+        (stap_cache / "cache" / "cache_mb_limit").write_text(f"{STAP_CACHE_MB}\n")
     container = docker_env.client().containers.run(
         image, ["sleep", "infinity"], detach=True, network_mode="none",
         labels=docker_env.container_labels("compile"), mounts=mounts, environment=environment,
@@ -279,6 +290,16 @@ def compile_cell(image: str, scripts: tuple[TestScript, ...], kernel: KernelTree
     shutil.rmtree(workdir / "build", ignore_errors=True)
     shutil.rmtree(workdir / "home", ignore_errors=True)
     return results
+
+
+# systemtap's own tests find the `stap` wrapper first on PATH (guest/remote-bin/stap: -r KVER,
+# and --remote when STAPMATRIX_STAPSH is set): TESTS_PATH is cell_container's path_prefix.
+TESTS_PATH = "/guest/remote-bin:"
+
+
+def tests_environment(stap_path: str, kernel: KernelTree) -> dict[str, str]:
+    """The wrapper's environment: the real stap it runs and the kernel under test."""
+    return {"STAPMATRIX_STAP": stap_path, "STAPMATRIX_KVER": kernel.release, "LANG": "C"}
 
 
 @contextmanager

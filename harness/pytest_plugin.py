@@ -188,8 +188,14 @@ def pytest_configure_node(node: object) -> None:
         node.workerinput[RUN_DIR_KEY] = str(config.stash[SESSION_KEY].run_dir)  # type: ignore[attr-defined]
 
 
+def _item_id(text: str) -> str:
+    """A test name as a pytest id: `examples/io/iotop: check` -> `examples/io/iotop:check`
+    (spaces make -k awkward)."""
+    return text.replace(": ", ":").replace(" ", "_")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    wanted = {"stap_case", "image_case", "testsuite_case"} & set(metafunc.fixturenames)
+    wanted = {"stap_case", "image_case", "testsuite_case", "example_case"} & set(metafunc.fixturenames)
     if not wanted:
         return
     session = metafunc.config.stash.get(SESSION_KEY, None)
@@ -202,7 +208,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if "stap_case" in wanted:
             params += [pytest.param((cell, t.name), id=f"{cell.id}-{t.name}", marks=marks) for t in cell.tests]
         elif "testsuite_case" in wanted:
-            params += [pytest.param((cell, exp), id=f"{cell.id}-{exp}", marks=marks) for exp in cell.testsuite]
+            params += [pytest.param((cell, f.path), id=f"{cell.id}-{f.path}", marks=marks) for f in cell.dejagnu]
+        elif "example_case" in wanted:
+            params += [pytest.param((cell, t.name), id=f"{cell.id}-{_item_id(t.name)}", marks=marks)
+                       for t in cell.examples]
         else:
             params.append(pytest.param(cell, id=cell.id, marks=marks))
     metafunc.parametrize(next(iter(wanted)), params)

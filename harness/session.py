@@ -92,7 +92,7 @@ class Session:
     def run(self, cell: Cell) -> list[Result]:
         """The cell's results, run now (once per process) and recorded in RUN/cells/CELL.json."""
         if cell.id not in self.results:
-            self.progress(CellStarted(cell.id, len(cell.tests)))
+            self.progress(CellStarted(cell.id, len(cell.tests) + len(cell.examples) + len(cell.dejagnu)))
             results = run_cell(cell, self.context, self.run_dir / cell.id, self.progress, self.archive)
             write_results(self.cells_dir / f"{cell.id}.json", results)
             counts = Counter(r.outcome.value for r in results)

@@ -41,5 +41,10 @@ class StapBuild:
         return f"tree sha256 {self.version[:16]}"
 
     @property
+    def stap_path(self) -> str:
+        """Where the build's stap is in its image (harness/dockerfiles/stap-*.Dockerfile)."""
+        return "/usr/bin/stap" if self.spec.kind == "deb" else "/opt/systemtap/bin/stap"
+
+    @property
     def base(self) -> BaseChoice:
         return BaseChoice(self.base_suite, self.base_reason)

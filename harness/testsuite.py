@@ -4,38 +4,45 @@ Why `stap --remote` and not DejaGnu inside the guest: the testsuite compiles eve
 with stap and gcc against headers and vmlinux debuginfo, which under TCG would run 10-50
 times slower and need a multi-gigabyte guest root. systemtap has its own remote mechanism:
 `stap --remote unix:SOCKET` compiles on the host for the kernel that `stapsh` reports and
-runs pass 5 through stapsh in the guest, listening on the virtio-serial port
-org.systemtap.stapsh.0. So DejaGnu runs in a container of the cell image (native speed) with
-a `stap` wrapper that adds `--remote` (guest/remote-bin/stap), the guest runs stapsh with the
-same build's staprun/stapio, and tests that call other tools locally see the container.
+runs pass 5 through stapsh in the guest (harness/stapsh_guest.py). So DejaGnu runs in a
+container of the cell image (native speed) with a `stap` wrapper that adds `--remote`
+(guest/remote-bin/stap); tests whose own work would happen in that container instead of the
+guest are not run (harness/dejagnu_sets.py says which and why).
 
-Each DejaGnu result line (`PASS: name`) becomes one outcome; the `.sum` and `.log` files are
-kept with the cell's artifacts.
+The files are shared out among as many guests as the cell may run at once, each guest with
+a container of its own (DejaGnu writes its .sum into the source tree). Each file runs on its
+own (`make installcheck RUNTESTFLAGS=FILE`), so a file that panics or hangs the guest is
+named, its lines kept, and the guest booted again for the next. Each DejaGnu result line
+(`PASS: name`) becomes one outcome; a splat or new taint while a file ran is one more,
+`testsuite:FILE: kernel`. The `.sum` and `.log` files are kept with the cell's artifacts.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import shutil
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from docker.models.containers import Container
 
 from harness import docker_env
+from harness.dejagnu_sets import DejaGnuFile
 from harness.errors import InfraError
-from harness.guest import BOOT_LIMIT_S, guest_memory_mb, qemu_command, start_guest
+from harness.guest import crash_excerpt, new_taint
+from harness.judge import splat_lines
 from harness.kernel_store import KernelTree
-from harness.modules import cell_container, lazy_container, pack_guest
+from harness.modules import TESTS_PATH, cell_container, stap_cache_dir, tests_environment
 from harness.progress import Progress, Step
-from harness.specs import EXP_RE
+from harness.stapsh_guest import StapshGuest
 
 logger = logging.getLogger(__name__)
 
 SOURCE_TREE = "/usr/local/src/systemtap"
-TESTSUITE_LIMIT_S = 4 * 3600  # the whole of systemtap's testsuite takes hours; one .exp file minutes
+FILE_LIMIT_S = 1800  # one .exp file: a few minutes; a file that takes this long is stopped
 SUM_LINE_RE = re.compile(r"^(PASS|FAIL|XPASS|XFAIL|KPASS|KFAIL|UNTESTED|UNSUPPORTED|UNRESOLVED|ERROR): (.*)$")
 
 
@@ -70,79 +77,106 @@ def parse_sum(text: str) -> list[DejaGnuResult]:
     return results
 
 
-def qemu_stapsh_args() -> list[str]:
-    return [
-        "-device", "virtio-serial-pci",
-        "-chardev", "socket,id=stapsh,path=/guest/stapsh.sock,server=on,wait=off",
-        "-device", "virtserialport,chardev=stapsh,name=org.systemtap.stapsh.0",
-    ]
+@dataclass
+class FileRun:
+    """What one .exp file gave: its DejaGnu lines, and what the guest did meanwhile."""
+
+    exp: str
+    lines: list[DejaGnuResult] = field(default_factory=list)
+    crash: str = ""  # the guest died while it ran: the console's crash excerpt
+    timed_out: bool = False
+    make_exit: int = 0
+    kernel_problem: str = ""  # a splat or new taint while it ran
+    seconds: float = 0.0
+    artifacts: dict[str, str] = field(default_factory=dict)
 
 
-def _wait_for_stapsh(results_log: Path, container: Container, limit_s: float) -> str:
-    """The guest's stapsh port, once init reported it on the result channel."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        text = results_log.read_text(errors="replace") if results_log.exists() else ""
-        for line in text.splitlines():
-            if line.startswith("@@SM STAPSH "):
-                port = line.split()[2]
-                if port == "none":
-                    raise InfraError("the guest found no org.systemtap.stapsh.0 virtio-serial port")
-                return port
-        container.reload()
-        if container.status == "exited":
-            raise InfraError("the guest stopped before stapsh started; see console-stapsh.log")
-        time.sleep(1)
-    raise InfraError(f"stapsh did not start in the guest within {limit_s:.0f} s")
+def _run_file(guest: StapshGuest, runner: Container, exp: str, out: Path) -> FileRun:
+    run = FileRun(exp)
+    mark = guest.console_mark()
+    seq, before = guest.taint()
+    command = ["make", "-C", f"{SOURCE_TREE}/testsuite", "installcheck",
+               f"SYSTEMTAP_PATH={TESTS_PATH.rstrip(':')}:/opt/systemtap/bin", f"RUNTESTFLAGS={exp}"]
+    started = time.monotonic()
+    run.make_exit, output, run.timed_out = docker_env.exec_timed(
+        runner, command, what=f"systemtap's testsuite ({exp})", timeout_s=FILE_LIMIT_S,
+        environment={"STAPMATRIX_STAPSH": f"/work/{guest.socket.name}",
+                     "STAPMATRIX_CONSOLE": f"/work/{guest.console_path.name}"})
+    run.seconds = time.monotonic() - started
+    directory = out / exp.replace("/", "__")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "make.log").write_bytes(output)
+    run.artifacts["make_log"] = str(directory / "make.log")
+    for name in ("systemtap.sum", "systemtap.log"):
+        copy_code, copied = docker_env.exec_with_limit(runner, ["cat", f"{SOURCE_TREE}/testsuite/{name}"],
+                                                       what=f"reading {name}", timeout_s=120)
+        if copy_code == 0:
+            (directory / name).write_bytes(copied)
+            run.artifacts[name] = str(directory / name)
+    console = guest.console_since(mark)
+    (directory / "console").write_text(console)
+    run.artifacts["console"] = str(directory / "console")
+    if (directory / "systemtap.sum").exists():
+        run.lines = parse_sum((directory / "systemtap.sum").read_text(errors="replace"))
+    if not guest.alive():
+        run.crash = crash_excerpt(console) or "the guest ended while this file ran; console tail:\n" + \
+            "\n".join(console.splitlines()[-25:])
+        return run
+    splat = splat_lines(console, [])
+    if splat:
+        run.kernel_problem = "kernel splat while this file ran:\n" + splat
+    elif not run.timed_out:
+        _, after = guest.taint(seq)
+        taint = new_taint(before, after)
+        if taint:
+            run.kernel_problem = f"the kernel gained taint flags {taint} (beyond O and E) while this file ran"
+    return run
 
 
-def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, exp_files: tuple[str, ...],
-                  guest_dir: Path, accel: str, stap_key: str, progress: Progress,
-                  ) -> tuple[list[DejaGnuResult], dict[str, str]]:
-    """Boot the guest serving stapsh, run DejaGnu on `exp_files` against it, return the lines."""
-    for exp in exp_files:
-        if not EXP_RE.match(exp):
-            raise InfraError(f"testsuite file {exp!r} is not a .exp file name")
+def _partitions(files: list[str], count: int) -> list[list[str]]:
+    """Files dealt out round-robin, so each guest gets a share of every directory."""
+    return [part for part in (files[i::count] for i in range(count)) if part]
+
+
+def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, files: tuple[DejaGnuFile, ...],
+                  guest_dir: Path, accel: str, stap_key: str, stap_path: str, guests: int,
+                  progress: Progress) -> list[FileRun]:
+    """Every runnable file of `files` against guests serving stapsh (their initramfs packed
+    already: modules.pack_guest with_stapsh), `guests` at a time; one FileRun each."""
+    runnable = [f.path for f in files if not f.host_bound]
     out = guest_dir / "testsuite"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    (guest_dir / "stapsh.sock").unlink(missing_ok=True)
-    for stale in ("console-stapsh.log", "results-stapsh.log"):
-        (guest_dir / stale).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, FileRun] = {}
+    errors: list[BaseException] = []
 
-    kver = kernel.release
-    with lazy_container(cell_image, guest_dir, kernel) as packer:
-        pack_guest(packer, kernel, guest_dir, stap_key, with_stapsh=True)
+    def serve(index: int, share: list[str]) -> None:
+        guest = StapshGuest(runner_image, guest_dir, f"stapsh-dejagnu-{index}", accel)
+        try:
+            with cell_container(cell_image, guest_dir, kernel, stap_cache_dir(stap_key, kernel),
+                                tests_environment(stap_path, kernel), TESTS_PATH) as runner:
+                guest.boot()
+                for exp in share:
+                    progress(Step(f"{kernel.release}: testsuite {exp} (guest {index})"))
+                    run = _run_file(guest, runner, exp, out)
+                    results[exp] = run
+                    if run.crash or run.timed_out:
+                        guest.boot()  # a fresh guest for the files after it
+        except BaseException as error:  # noqa: BLE001 - reported by the caller, with the others
+            errors.append(error)
+        finally:
+            guest.stop()
 
-    command = qemu_command(accel, "", "stapsh", initrd="initramfs-stapsh.cpio", extra_append="sm.stapsh=1",
-                           extra_args=tuple(qemu_stapsh_args()),
-                           memory_mb=guest_memory_mb(guest_dir, "initramfs-stapsh.cpio"))
-    guest = start_guest(runner_image, guest_dir, accel, command)
-    artifacts = {"testsuite_dir": str(out), "console": str(guest_dir / "console-stapsh.log")}
-    try:
-        port = _wait_for_stapsh(guest_dir / "results-stapsh.log", guest, BOOT_LIMIT_S[accel])
-        progress(Step(f"{kver}: stapsh listening on {port} in the guest; running {' '.join(exp_files)}"))
-        with cell_container(cell_image, guest_dir, kernel) as runner:
-            command = ["make", "-C", f"{SOURCE_TREE}/testsuite", "installcheck",
-                       "SYSTEMTAP_PATH=/guest/remote-bin:/opt/systemtap/bin",
-                       f"RUNTESTFLAGS={' '.join(exp_files)}"]
-            started = time.monotonic()
-            code, output = docker_env.exec_with_limit(
-                runner, command, what=f"systemtap's testsuite ({' '.join(exp_files)})", timeout_s=TESTSUITE_LIMIT_S,
-                environment={"STAPMATRIX_STAPSH": "/work/stapsh.sock", "STAPMATRIX_CONSOLE": "/work/console-stapsh.log"},
-            )
-            (out / "make.log").write_bytes(output)
-            progress(Step(f"{kver}: testsuite finished in {time.monotonic() - started:.0f} s (make exit {code})"))
-            for name in ("systemtap.sum", "systemtap.log"):
-                copy_code, copied = docker_env.exec_with_limit(
-                    runner, ["cat", f"{SOURCE_TREE}/testsuite/{name}"], what=f"reading {name}", timeout_s=120)
-                if copy_code == 0:
-                    (out / name).write_bytes(copied)
-                    artifacts[name] = str(out / name)
-    finally:
-        docker_env.remove_quietly(guest)
-    sum_path = out / "systemtap.sum"
-    if not sum_path.exists():
-        raise InfraError(f"the testsuite wrote no systemtap.sum; make.log: {out / 'make.log'}")
-    return parse_sum(sum_path.read_text(errors="replace")), artifacts
+    _in_threads(serve, _partitions(runnable, max(1, guests)))
+    if errors:
+        error = errors[0]
+        raise error if isinstance(error, InfraError) else InfraError(f"running the testsuite failed: {error}")
+    return [results[exp] for exp in runnable if exp in results]
 
+
+def _in_threads(serve: Callable[[int, list[str]], None], shares: list[list[str]]) -> None:
+    threads = [threading.Thread(target=serve, args=(index, share), name=f"stapmatrix-guest-{index}", daemon=True)
+               for index, share in enumerate(shares)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()

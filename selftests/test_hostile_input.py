@@ -124,7 +124,11 @@ def test_matrix_that_is_a_directory(folder: Path) -> None:
     ("kernels: [!!python/object/apply:os.system ['touch pwned']]\nstap: ['deb:5.6-1']\ntests: [t.stp]\n",
      "a kernel must be a non-empty string"),
     (f"kernels: [{ANY_KERNEL}]\nstap:\n  - &s {{deb: 5.6-1}}\n  - {{<<: *s, name: x}}\ntests: [t.stp]\n", "unknown key '<<'"),
-    (GOOD + "testsuite: [../../etc/passwd.exp]\n", "testsuite file '../../etc/passwd.exp' is not valid"),
+    (GOOD + "testsuite: [../../etc/passwd.exp]\n", "test set '../../etc/passwd.exp' is not `examples`"),
+    (GOOD + "testsuite: ['a; rm -rf /']\n", "test set 'a; rm -rf /' is not `examples`"),
+    (GOOD + "testsuite: [{set: examples, include: ['$(touch x)']}]\n", "include pattern '$(touch x)' is not"),
+    (GOOD + "testsuite: [{set: smoke, path: .}]\n", "path: belongs to the examples set"),
+    (GOOD + "testsuite: [examples, examples]\n", "test set 'examples' listed twice (first at line 4)"),
 ])
 def test_odd_yaml_is_refused(folder: Path, text: str, expected: str) -> None:
     assert expected in matrix_error(folder, text)

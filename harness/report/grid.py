@@ -19,8 +19,10 @@ from harness.report.load import CellKey
 from harness.specs import StapSpec
 from harness.specs import cell_id as make_cell_id
 
-STAGES = ("images", "kernel", "compile", "run", "testsuite")
-PER_TEST_STAGES = frozenset({"compile"})  # every other stage is one piece of work per cell
+STAGES = ("images", "kernel", "compile", "run", "check", "installcheck", "testsuite")
+# Seconds of each test's own (summed over a cell's tests); every other stage is one piece of
+# work per cell: the examples' check and installcheck commands are timed one by one.
+PER_TEST_STAGES = frozenset({"compile", "check", "installcheck"})
 
 # The order of the non-pass list: what needs a human first.
 SEVERITY = (Outcome.ERROR, Outcome.CRASH, Outcome.TIMEOUT, Outcome.FAIL_PASS2, Outcome.FAIL_PASS4,

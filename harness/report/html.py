@@ -90,17 +90,25 @@ def _link(path: str, link_base: Path | None) -> str:
     return relative_to(path, link_base)
 
 
+EXCERPTS = (  # (artifact, title, how much of it); a record shows those it names
+    ("command", "command", lambda text, test: tail(text, 80)),
+    ("output", "output", lambda text, test: tail(text, 80)),
+    ("compile_log", "compile log", lambda text, test: compile_excerpt(text)),
+    ("console", "guest console", console_excerpt),
+    ("stdout", "stdout", lambda text, test: tail(text, 80)),
+    ("stderr", "stderr", lambda text, test: tail(text, 80)),
+    ("systemtap.log", "systemtap.log", lambda text, test: tail(text, 80)),
+)
+
+
 def excerpts(result: Result, link_base: Path | None) -> list[Excerpt]:
     shown = []
-    text, path = read_artifact(result, "compile_log")
-    shown.append(Excerpt("compile log", compile_excerpt(text) if text is not None else None, path,
-                         _link(path, link_base)))
-    text, path = read_artifact(result, "console")
-    shown.append(Excerpt("guest console", console_excerpt(text, result.test) if text is not None else None, path,
-                         _link(path, link_base)))
-    for name in ("stdout", "stderr"):
+    for name, title, excerpt in EXCERPTS:
+        if name not in result.artifacts:
+            continue
         text, path = read_artifact(result, name)
-        shown.append(Excerpt(name, tail(text, 80) if text is not None else None, path, _link(path, link_base)))
+        shown.append(Excerpt(title, excerpt(text, result.test) if text is not None else None, path,
+                             _link(path, link_base)))
     return shown
 
 

@@ -1,0 +1,341 @@
+"""Running systemtap's examples (harness/examples.py) for one cell: compile where it is fast,
+run where it must.
+
+1. The examples tree is copied into the cell's work directory (/work/examples in the cell
+   container), so commands that write where they run write there.
+2. test_support, then test_check, run as written (`sh -c`, from the example's directory, as
+   check.exp does) in a networkless cell container, several at once: `stap` is the column's
+   build with `-r KVER` (guest/remote-bin/stap), and stap's own cache is the one the scripts
+   use (modules.stap_cache_dir), so a module compiled once is not compiled again. A check's
+   verdict is a verdict about the example: it is cached, keyed by the systemtap image's
+   content, the kernel, the examples tree and the command; an infrastructure failure is not.
+   A failed test_support makes the example untested (skip), as in check.exp.
+3. test_installcheck runs as written in the same container with `stap --remote` to a guest
+   serving stapsh (harness/stapsh_guest.py): passes 1-4 in the container (cached there when
+   the check built the same module), the module in the guest. The tests are shared out among
+   the guests the cell may run at once. A guest that dies during a test is a `crash` (the
+   console's oops excerpt) and is booted again; a test over its time limit is a `timeout`
+   (and the guest is booted again); a console splat or new taint flags while it ran make it
+   `fail-load`. A run-time failure is tried again (`reruns`); tries that differ are `flaky`.
+   As in check.exp, an example whose check failed is not run.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import logging
+import shlex
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from docker.models.containers import Container
+
+from harness import cache, docker_env
+from harness.errors import InfraError
+from harness.examples import ExampleCorpus, ExampleTest, example_test_name
+from harness.guest import crash_excerpt, new_taint
+from harness.judge import splat_lines
+from harness.kernel_store import KernelTree
+from harness.logs import INFRA_FAILURE_RE, PASS_FAILED_RE, classify_compile_failure, first_error_lines
+from harness.modules import TESTS_PATH, cell_container, stap_cache_dir, tests_environment
+from harness.outcomes import Outcome
+from harness.progress import Progress, Step
+from harness.settings import cache_dir
+from harness.stapsh_guest import StapshGuest
+
+logger = logging.getLogger(__name__)
+
+VERDICTS_VERSION = "example-checks-v1"
+SUPPORT_LIMIT_S = 300
+CHECK_LIMIT_S = 1800  # the first compile for a kernel builds its tracepoint queries: minutes
+INSTALLCHECK_LIMIT_S = 600  # a command that does not end by itself (no -T, no -c) is stopped here
+RERUN_OUTCOMES = frozenset({Outcome.FAIL_LOAD, Outcome.CRASH, Outcome.TIMEOUT})
+EXAMPLES_IN_CONTAINER = "/work/examples"
+# stap's own words when --remote cannot talk to stapsh (systemtap remote.cxx): the guest's or
+# the harness's fault, not the example's.
+REMOTE_FAILURE_MARKS = ("error connecting to socket", "error sending hello to stapsh",
+                        "error receiving hello from stapsh", "stapsh file ERROR: no reply",
+                        "stapsh run ERROR: no reply", "invalid data command from stapsh")
+
+
+@dataclass
+class ExampleVerdict:
+    test: ExampleTest
+    outcome: Outcome
+    detail: str = ""
+    seconds: float = 0.0
+    cached: bool = False
+    artifacts: dict[str, str] = field(default_factory=dict)
+    tries: list[tuple[Outcome, str]] = field(default_factory=list)  # each try, when one was tried again
+
+
+@dataclass(frozen=True)
+class ExampleCell:
+    """What the examples of one cell run with."""
+
+    cell_image: str
+    runner_image: str
+    kernel: KernelTree
+    corpus: ExampleCorpus
+    work_dir: Path  # the cell's guest directory: /work in its containers
+    accel: str
+    stap_key: str  # harness/images.content_key of the systemtap image
+    stap_path: str  # the real stap in that image
+    jobs: int  # compiles and guests at once
+    reruns: int
+
+
+def _artifact_dir(cell: ExampleCell, test: ExampleTest) -> Path:
+    path = cell.work_dir / "examples-results" / test.example / test.kind
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _record(cell: ExampleCell, test: ExampleTest, command: str, output: str, try_number: int = 1,
+            console: str | None = None) -> dict[str, str]:
+    directory = _artifact_dir(cell, test) / ("" if try_number == 1 else f"try-{try_number}")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "command").write_text(f"cd {EXAMPLES_IN_CONTAINER}/{test.directory} && {command}\n")
+    (directory / "output").write_text(output)
+    files = {"command": str(directory / "command"), "output": str(directory / "output")}
+    if console is not None:
+        (directory / "console").write_text(console)
+        files["console"] = str(directory / "console")
+    return files
+
+
+def _sh(container: Container, test: ExampleTest, command: str, limit_s: float,
+        environment: dict[str, str] | None = None) -> tuple[int, str, bool, float]:
+    started = time.monotonic()
+    code, output, timed_out = docker_env.exec_timed(
+        container, ["sh", "-c", command], what=f"{test.name} ({command[:80]})", timeout_s=limit_s,
+        workdir=f"{EXAMPLES_IN_CONTAINER}/{test.directory}", environment=environment)
+    return code, output.decode("utf-8", "replace"), timed_out, time.monotonic() - started
+
+
+def _prepare_tree(cell: ExampleCell, container: Container) -> None:
+    target = cell.work_dir / "examples"
+    shutil.rmtree(target, ignore_errors=True)
+    if cell.corpus.host_dir:
+        shutil.copytree(cell.corpus.host_dir, target, symlinks=True)
+        return
+    code, output = docker_env.exec_with_limit(container, ["cp", "-a", cell.corpus.image_dir, EXAMPLES_IN_CONTAINER],
+                                              what="copying the examples tree", timeout_s=300)
+    if code != 0:
+        raise InfraError(f"copying {cell.corpus.image_dir} in the systemtap image failed: "
+                         f"{output.decode(errors='replace')[-400:]}")
+
+
+# --- test_support and test_check, in the container ---------------------------------------------
+
+def _verdict_path(cell: ExampleCell, kind: str, test: ExampleTest, command: str) -> Path:
+    parts = (VERDICTS_VERSION, kind, cell.stap_key, cell.kernel.key, cell.corpus.key, test.example, command)
+    digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+    return cache_dir() / "example-checks" / f"{digest}.json"
+
+
+def _compile_only(cell: ExampleCell, container: Container, test: ExampleTest, kind: str, command: str,
+                  limit_s: float) -> tuple[int, str, bool, float, bool]:
+    """(exit code, output, timed out, seconds, cached) of a compile-only command: a verdict
+    about the example, cached by its inputs unless the machine decided it (out of time,
+    killed, out of memory or disk)."""
+    entry = _verdict_path(cell, kind, test, command)
+    known = cache.read_entry(entry)
+    if isinstance(known, dict) and {"code", "output"} <= set(known):
+        return int(known["code"]), str(known["output"]), False, 0.0, True
+    code, output, timed_out, seconds = _sh(container, test, command, limit_s)
+    if not timed_out and code not in (137, 139) and not INFRA_FAILURE_RE.search(output):
+        cache.write_entry(entry, {"code": code, "output": output})
+    return code, output, timed_out, seconds, False
+
+
+def _machine_failure(code: int, output: str) -> str:
+    """Why a command failed for a reason outside the example, or ""."""
+    found = INFRA_FAILURE_RE.search(output)
+    if found:
+        return found.group(0)
+    return {137: "killed (SIGKILL: out of memory, or by hand)", 139: "crashed (SIGSEGV)"}.get(code, "")
+
+
+def _support(cell: ExampleCell, container: Container, test: ExampleTest) -> ExampleVerdict | None:
+    """None when the example may run (no test_support, or it passed); else the skip (or the
+    error) that each of its tests gets."""
+    if not test.support:
+        return None
+    code, output, timed_out, seconds, cached = _compile_only(cell, container, test, "support", test.support,
+                                                             SUPPORT_LIMIT_S)
+    if code == 0:
+        return None
+    artifacts = _record(cell, test, test.support, output)
+    machine = "timed out" if timed_out else _machine_failure(code, output)
+    if machine:
+        return ExampleVerdict(test, Outcome.ERROR, f"test_support `{test.support}` failed for a reason outside the "
+                              f"example ({machine})", seconds, cached, artifacts)
+    detail = f"untested: test_support `{test.support}` failed (exit {code}), as check.exp leaves the example untested"
+    return ExampleVerdict(test, Outcome.SKIP, detail + (f"\n{first_error_lines(output)}" if output.strip() else ""),
+                          seconds, cached, artifacts)
+
+
+def _check(cell: ExampleCell, container: Container, test: ExampleTest) -> ExampleVerdict:
+    code, output, timed_out, seconds, cached = _compile_only(cell, container, test, "check", test.command,
+                                                             CHECK_LIMIT_S)
+    artifacts = _record(cell, test, test.command, output)
+    if code == 0:
+        return ExampleVerdict(test, Outcome.PASS, "", seconds, cached, artifacts)
+    if timed_out:
+        return ExampleVerdict(test, Outcome.TIMEOUT, f"still compiling after {CHECK_LIMIT_S} s; stopped\n"
+                              + first_error_lines(output), seconds, cached, artifacts)
+    machine = _machine_failure(code, output)
+    if machine:
+        return ExampleVerdict(test, Outcome.ERROR, f"failed for a reason outside the example ({machine}); not cached",
+                              seconds, cached, artifacts)
+    return ExampleVerdict(test, classify_compile_failure(output), first_error_lines(output), seconds, cached, artifacts)
+
+
+# --- test_installcheck, in the guests -----------------------------------------------------------
+
+def _judge_run(code: int, output: str, timed_out: bool, console: str, taint: str, guest_died: bool,
+               limit_s: float) -> tuple[Outcome, str]:
+    if guest_died:
+        return Outcome.CRASH, crash_excerpt(console) or "the guest ended during this test; console tail:\n" + \
+            "\n".join(console.splitlines()[-25:])
+    if timed_out:
+        return Outcome.TIMEOUT, f"still running after {limit_s:.0f} s; stopped\n" + first_error_lines(output)
+    if code != 0:
+        failed = PASS_FAILED_RE.search(output)
+        if failed and failed.group(1) != "5":
+            return classify_compile_failure(output), first_error_lines(output)
+        if any(mark in output for mark in REMOTE_FAILURE_MARKS):
+            return Outcome.ERROR, "stap --remote lost the guest's stapsh:\n" + first_error_lines(output)
+        return Outcome.FAIL_LOAD, f"exit {code}:\n" + first_error_lines(output)
+    splat = splat_lines(console, [])
+    if splat:
+        return Outcome.FAIL_LOAD, "kernel splat while the example ran:\n" + splat
+    if taint:
+        return Outcome.FAIL_LOAD, f"the example left new kernel taint flags {taint} (beyond O and E)"
+    return Outcome.PASS, ""
+
+
+def _install_try(cell: ExampleCell, guest: StapshGuest, container: Container, test: ExampleTest,
+                 try_number: int) -> tuple[Outcome, str, float, dict[str, str]]:
+    mark = guest.console_mark()
+    seq, before = guest.taint()
+    environment = {"STAPMATRIX_STAPSH": f"/work/{guest.socket.name}"}
+    code, output, timed_out, seconds = _sh(container, test, test.command, INSTALLCHECK_LIMIT_S, environment)
+    died = not guest.alive()
+    console = guest.console_since(mark)
+    taint = ""
+    if not died and not timed_out:
+        _, after = guest.taint(seq)
+        taint = new_taint(before, after)
+    outcome, detail = _judge_run(code, output, timed_out, console, taint, died, INSTALLCHECK_LIMIT_S)
+    if died or timed_out:
+        guest.boot()  # a fresh guest for the tests after it
+    return outcome, detail, seconds, _record(cell, test, test.command, output, try_number, console)
+
+
+def _installcheck(cell: ExampleCell, guest: StapshGuest, container: Container, test: ExampleTest) -> ExampleVerdict:
+    tries: list[tuple[Outcome, str]] = []
+    seconds = 0.0
+    artifacts: dict[str, str] = {}
+    for try_number in range(1, cell.reruns + 2):
+        outcome, detail, took, files = _install_try(cell, guest, container, test, try_number)
+        seconds += took
+        artifacts = artifacts or files
+        tries.append((outcome, detail))
+        if outcome not in RERUN_OUTCOMES:
+            break
+    outcome, detail = tries[0]
+    if len({o for o, _ in tries}) > 1:
+        outcome = Outcome.FLAKY
+        detail = "different outcomes in fresh runs: " + "; ".join(
+            f"try {n}: {o.value}" + (f" ({d.splitlines()[0]})" if d else "") for n, (o, d) in enumerate(tries, 1))
+    return ExampleVerdict(test, outcome, detail, seconds, False, artifacts, tries if len(tries) > 1 else [])
+
+
+def _share(tests: list[ExampleTest], count: int) -> list[list[ExampleTest]]:
+    return [part for part in (tests[i::count] for i in range(count)) if part]
+
+
+def _run_in_guests(cell: ExampleCell, tests: list[ExampleTest], progress: Progress,
+                   build_ids: list[str]) -> dict[str, ExampleVerdict]:
+    verdicts: dict[str, ExampleVerdict] = {}
+    errors: list[BaseException] = []
+
+    def serve(index: int, share: list[ExampleTest]) -> None:
+        guest = StapshGuest(cell.runner_image, cell.work_dir, f"stapsh-examples-{index}", cell.accel)
+        try:
+            with cell_container(cell.cell_image, cell.work_dir, cell.kernel, stap_cache_dir(cell.stap_key, cell.kernel),
+                                tests_environment(cell.stap_path, cell.kernel), TESTS_PATH) as container:
+                guest.boot()
+                build_ids.append(guest.build_id)
+                for number, test in enumerate(share, 1):
+                    progress(Step(f"{cell.kernel.release}: {test.name} (guest {index}, {number} of {len(share)})"))
+                    verdicts[test.name] = _installcheck(cell, guest, container, test)
+        except BaseException as error:  # noqa: BLE001 - reported with the others below
+            errors.append(error)
+        finally:
+            guest.stop()
+
+    threads = [threading.Thread(target=serve, args=(i, share), name=f"stapmatrix-examples-{i}", daemon=True)
+               for i, share in enumerate(_share(tests, max(1, cell.jobs)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        error = errors[0]
+        raise error if isinstance(error, InfraError) else InfraError(f"running the examples in a guest failed: {error}")
+    return verdicts
+
+
+def run_examples(cell: ExampleCell, tests: tuple[ExampleTest, ...], progress: Progress,
+                 before_guests: Callable[[], None] = lambda: None) -> tuple[list[ExampleVerdict], str]:
+    """A verdict for every test, in the order given, and the build-id the guests' kernel
+    reported ("" when no guest booted). `before_guests` runs once the compiles are done and
+    before the first guest boots (the caller packs the stapsh initramfs there)."""
+    verdicts: dict[str, ExampleVerdict] = {}
+    first_of = {t.example: t for t in reversed(tests)}  # the example's first test runs its test_support
+    with cell_container(cell.cell_image, cell.work_dir, cell.kernel, stap_cache_dir(cell.stap_key, cell.kernel),
+                        tests_environment(cell.stap_path, cell.kernel), TESTS_PATH) as container:
+        _prepare_tree(cell, container)
+        progress(Step(f"{cell.kernel.release}: {len(tests)} example test(s) from {cell.corpus.origin}; "
+                      f"compiling {cell.jobs} at a time"))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, cell.jobs)) as pool:
+            unsupported = dict(zip(first_of, pool.map(lambda t: _support(cell, container, t), first_of.values()),
+                                   strict=True))
+            checks = [t for t in tests if t.kind == "check" and unsupported[t.example] is None]
+            for verdict in pool.map(lambda t: _check(cell, container, t), checks):
+                verdicts[verdict.test.name] = verdict
+                progress(Step(f"{cell.kernel.release}: {verdict.test.name}: {verdict.outcome.value} "
+                              f"({'cached' if verdict.cached else f'{verdict.seconds:.0f} s'})"))
+    to_run = []
+    for test in tests:
+        reason = unsupported[test.example]
+        if reason is not None:
+            verdicts[test.name] = ExampleVerdict(test, reason.outcome, reason.detail, 0.0, reason.cached,
+                                                 reason.artifacts)
+        elif test.kind == "installcheck":
+            check = verdicts.get(example_test_name(test.example, "check"))
+            if check is not None and check.outcome is not Outcome.PASS:
+                first = check.detail.splitlines()[0] if check.detail else ""
+                verdicts[test.name] = ExampleVerdict(
+                    test, Outcome.SKIP, f"not run: its check is {check.outcome.value} ({first}); check.exp runs an "
+                    "example only after its build passed", artifacts=_record(cell, test, test.command, ""))
+            else:
+                to_run.append(test)
+    build_ids: list[str] = []
+    if to_run:
+        before_guests()
+        verdicts.update(_run_in_guests(cell, to_run, progress, build_ids))
+    return [verdicts[t.name] for t in tests], next((b for b in build_ids if b), "")
+
+
+def command_line(test: ExampleTest) -> str:
+    """The test as a developer would type it in the example's directory."""
+    return f"cd examples/{shlex.quote(test.directory)} && {test.command}"

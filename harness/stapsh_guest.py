@@ -1,0 +1,132 @@
+"""A guest that serves `stap --remote`: the kernel under test, booted with stapsh listening on
+the virtio-serial port org.systemtap.stapsh.0 (systemtap's own way to compile on one machine
+and run on another). systemtap's DejaGnu testsuite and the examples' installcheck commands run
+in a container of the cell image with a `stap` that adds `--remote=unix:SOCKET`
+(harness/guest/remote-bin/stap): passes 1-4 in the container, the module in the guest.
+
+What the host needs to judge a test run this way, besides stap's exit status: whether the
+guest survived it (a panic ends QEMU: `panic=-1 -no-reboot`), the console lines printed while
+it ran (splats), and the kernel's taint flags before and after it (the guest's init reports
+them on its result channel twice a second: `@@SM TAINT SEQ FLAGS`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+
+import requests.exceptions
+from docker.models.containers import Container
+
+from harness import docker_env
+from harness.errors import InfraError
+from harness.guest import BOOT_LIMIT_S, build_id_from_notes, guest_memory_mb, qemu_command, start_guest
+
+logger = logging.getLogger(__name__)
+
+INITRD = "initramfs-stapsh.cpio"
+TAINT_RE = re.compile(r"^@@SM TAINT ([0-9]+) ([0-9]+)\s*$", re.MULTILINE)
+TAINT_WAIT_S = 5.0
+
+
+def qemu_stapsh_args(name: str) -> list[str]:
+    return [
+        "-device", "virtio-serial-pci",
+        "-chardev", f"socket,id=stapsh,path=/guest/{name}.sock,server=on,wait=off",
+        "-device", "virtserialport,chardev=stapsh,name=org.systemtap.stapsh.0",
+    ]
+
+
+class StapshGuest:
+    """One guest serving stapsh, with its logs in `guest_dir`: `NAME.sock` (the host end of
+    the port; /work/NAME.sock in a cell container), `console-NAME-BOOT.log`,
+    `results-NAME-BOOT.log`. `boot()` starts it (again, after a crash or hang)."""
+
+    def __init__(self, runner_image: str, guest_dir: Path, name: str, accel: str) -> None:
+        self.runner_image, self.guest_dir, self.name, self.accel = runner_image, guest_dir, name, accel
+        self.boots = 0
+        self.container: Container | None = None
+        self.build_id = ""  # the GNU build-id the booted kernel reported
+
+    @property
+    def socket(self) -> Path:
+        return self.guest_dir / f"{self.name}.sock"
+
+    @property
+    def console_path(self) -> Path:
+        return self.guest_dir / f"console-{self.name}-{self.boots}.log"
+
+    @property
+    def results_path(self) -> Path:
+        return self.guest_dir / f"results-{self.name}-{self.boots}.log"
+
+    def boot(self) -> str:
+        """Start the guest (stopping a previous one) and wait until stapsh listens; its port."""
+        self.stop()
+        self.boots += 1
+        self.socket.unlink(missing_ok=True)
+        command = qemu_command(self.accel, "", f"{self.name}-{self.boots}", initrd=INITRD, extra_append="sm.stapsh=1",
+                               extra_args=tuple(qemu_stapsh_args(self.name)),
+                               memory_mb=guest_memory_mb(self.guest_dir, INITRD))
+        self.container = start_guest(self.runner_image, self.guest_dir, self.accel, command)
+        return self._wait_for_stapsh(BOOT_LIMIT_S[self.accel])
+
+    def _wait_for_stapsh(self, limit_s: float) -> str:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            text = self._results()
+            for line in text.splitlines():
+                if line.startswith("@@SM NOTES ") and len(line.split()) > 2:
+                    self.build_id = build_id_from_notes(line.split()[2])
+                if line.startswith("@@SM STAPSH "):
+                    port = line.split()[2]
+                    if port == "none":
+                        raise InfraError("the guest found no org.systemtap.stapsh.0 virtio-serial port")
+                    return port
+            if not self.alive():
+                raise InfraError(f"the guest stopped before stapsh started; see {self.console_path}")
+            time.sleep(1)
+        raise InfraError(f"stapsh did not start in the guest within {limit_s:.0f} s; see {self.console_path}")
+
+    def _results(self) -> str:
+        path = self.results_path
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def alive(self) -> bool:
+        if self.container is None:
+            return False
+        try:
+            self.container.reload()
+        except requests.exceptions.RequestException as error:
+            raise InfraError(f"lost the connection to Docker while a guest ran ({error.__class__.__name__})") from None
+        return bool(self.container.status in ("running", "created"))
+
+    def console_mark(self) -> int:
+        return self.console_path.stat().st_size if self.console_path.exists() else 0
+
+    def console_since(self, mark: int) -> str:
+        try:
+            with self.console_path.open("rb") as stream:
+                stream.seek(mark)
+                return stream.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def taint(self, after_seq: int = 0) -> tuple[int, int]:
+        """(sequence number, taint flags) of the newest report, waiting (briefly) for one newer
+        than `after_seq`: a reading taken after whatever ran before this call."""
+        deadline = time.monotonic() + TAINT_WAIT_S
+        while True:
+            reports = TAINT_RE.findall(self._results())
+            if reports and int(reports[-1][0]) > after_seq:
+                return int(reports[-1][0]), int(reports[-1][1])
+            if time.monotonic() > deadline or not self.alive():
+                raise InfraError(f"the guest reported no taint flags within {TAINT_WAIT_S:.0f} s; see {self.results_path}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.container is not None:
+            docker_env.remove_quietly(self.container)
+            self.container = None
