@@ -16,7 +16,12 @@ own cache is left alone). What it measures:
   same kernel to a busybox initramfs that powers off at once (the floor), in the same runner
   image and container set-up;
 - in one cell with stap's own cache emptied: a first tracepoint script, a second (different)
-  tracepoint script, and a new begin-only script, each never compiled before.
+  tracepoint script, and a new begin-only script, each never compiled before;
+- systemtap's examples (`--testsuite examples`) for one cell whose images and kernel are in
+  place and nothing is compiled (stap's cache and the check verdicts emptied), then again:
+  wall time, compile (test_check) and run (test_installcheck) seconds, tests per minute.
+
+`--only SECTION...` measures some of these: matrix, cell, compiles, examples.
 """
 
 from __future__ import annotations
@@ -35,9 +40,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-KERNEL = "6.12.117+deb13-amd64"
 STAP = "deb:5.6-1"
 TRIES = 3
+SECTIONS = ["matrix", "cell", "compiles", "examples"]
+KERNEL = ""  # main() chooses it
 
 
 def run(command: list[str], env: dict[str, str], what: str) -> float:
@@ -160,6 +166,31 @@ def tracepoint_compiles(env: dict[str, str], cache: Path) -> dict[str, float]:
     return {r["test"]: r["stages"]["compile"]["seconds"] for r in json.loads(results.read_text())}
 
 
+def examples_run(env: dict[str, str], cache: Path) -> list[tuple[str, str]]:
+    """The whole examples set of one cell: cold (nothing compiled), then warm."""
+    rows = []
+    for label in ("cold", "warm"):
+        if label == "cold":
+            shutil.rmtree(cache / "stap-cache", ignore_errors=True)
+            shutil.rmtree(cache / "example-checks", ignore_errors=True)
+        results = BENCH / "artifacts" / f"examples-{label}.json"
+        wall = run([sys.executable, "-m", "harness.cli", "run", "--kernel", KERNEL, "--stap", STAP, "--json",
+                    str(results), "--testsuite", "examples"], env, f"examples-{label}")
+        records = json.loads(results.read_text())
+        check = sum(r["stages"].get("check", {}).get("seconds", 0) for r in records)
+        install = sum(r["stages"].get("installcheck", {}).get("seconds", 0) for r in records)
+        outcomes: dict[str, int] = {}
+        for record in records:
+            outcomes[record["outcome"]] = outcomes.get(record["outcome"], 0) + 1
+        cached = sum(1 for r in records if r["stages"].get("check", {}).get("cached"))
+        rows.append((f"examples of {STAP} on {KERNEL}, {label} ({len(records)} tests: "
+                     + ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) + ")",
+                     f"{wall / 60:.1f} min; check {check / 60:.1f} min, installcheck {install / 60:.1f} min "
+                     f"(summed over {os.cpu_count()} jobs); {len(records) / (wall / 60):.0f} tests/min"
+                     + (f"; {cached} checks from the cache" if label == "warm" else "")))
+    return rows
+
+
 def machine() -> str:
     memory = next((int(line.split()[1]) // (1024 * 1024) for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal:")), 0)
@@ -171,14 +202,20 @@ def machine() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-cold", action="store_true", help="skip the cold run (keep images and caches)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, metavar="SECTION",
+                        help=f"measure only these: {', '.join(SECTIONS)}")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    global KERNEL
+    from selftests.archive_choice import newest_kernel
+
+    KERNEL = newest_kernel("6.12", "trixie")  # the selftests' kernel: chosen by series, not by version
     cache = BENCH / ".cache"
     env = environment(cache)
     rows: list[tuple[str, str]] = []
     print(f"stapmatrix bench on {machine()}", flush=True)
 
-    if not args.no_cold:
+    if "matrix" in args.only and not args.no_cold:
         print("cold: removing every stapmatrix image and the bench cache", flush=True)
         remove_images()
         shutil.rmtree(cache, ignore_errors=True)
@@ -195,22 +232,30 @@ def main() -> int:
         rows.append(("disk: kernel trees + systemtap images (the reference)",
                      (f"{store_bytes / 1e9:.1f} + {stap_bytes / 1e9:.1f} = {reference / 1e9:.1f} GB "
                      f"(grid uses {100 * (images_bytes + store_bytes) / max(reference, 1):.0f}% of it)")))
-    warm = run(pytest("auto"), env, "matrix-warm")
-    rows.append(("default matrix, warm (everything cached), -n auto", f"{warm:.0f} s"))
-    serial = run(pytest("1"), env, "matrix-warm-serial")
-    rows.append(("default matrix, warm, -n 1 (serial)", f"{serial:.0f} s (parallel is {serial / warm:.2f}x faster)"))
+    if "matrix" in args.only:
+        warm = run(pytest("auto"), env, "matrix-warm")
+        rows.append(("default matrix, warm (everything cached), -n auto", f"{warm:.0f} s"))
+        serial = run(pytest("1"), env, "matrix-warm-serial")
+        rows.append(("default matrix, warm, -n 1 (serial)",
+                     f"{serial:.0f} s (parallel is {serial / warm:.2f}x faster)"))
 
-    cell = warm_cell_seconds(env)
-    floor = bare_boot_seconds(cache)
-    rows.append((f"warm single cell ({KERNEL} x {STAP}, begin_end), median of {TRIES}", f"{cell:.1f} s"))
-    rows.append(("bare QEMU boot of the same kernel to busybox (TCG), median of 3",
-                 f"{floor:.1f} s (warm cell = {cell / floor:.2f}x)"))
+    if "cell" in args.only:
+        cell = warm_cell_seconds(env)
+        floor = bare_boot_seconds(cache)
+        rows.append((f"warm single cell ({KERNEL} x {STAP}, begin_end), median of {TRIES}", f"{cell:.1f} s"))
+        rows.append(("bare QEMU boot of the same kernel to busybox (TCG), median of 3",
+                     f"{floor:.1f} s (warm cell = {cell / floor:.2f}x)"))
 
-    compiles = tracepoint_compiles(env, cache)
-    first, second, begin = compiles["tracepoint_first"], compiles["tracepoint_second"], compiles["begin_only"]
-    rows.append(("compile, first tracepoint script of a (systemtap, kernel) pair", f"{first:.0f} s"))
-    rows.append(("compile, a second, new tracepoint script", f"{second:.0f} s ({second / begin:.1f}x a new begin-only script)"))
-    rows.append(("compile, a new begin-only script", f"{begin:.0f} s"))
+    if "compiles" in args.only:
+        compiles = tracepoint_compiles(env, cache)
+        first, second, begin = compiles["tracepoint_first"], compiles["tracepoint_second"], compiles["begin_only"]
+        rows.append(("compile, first tracepoint script of a (systemtap, kernel) pair", f"{first:.0f} s"))
+        rows.append(("compile, a second, new tracepoint script",
+                     f"{second:.0f} s ({second / begin:.1f}x a new begin-only script)"))
+        rows.append(("compile, a new begin-only script", f"{begin:.0f} s"))
+
+    if "examples" in args.only:
+        rows += examples_run(env, cache)
 
     table = [f"Measured {time.strftime('%Y-%m-%d')} on {machine()}:", "",
              "| what | measured |", "| --- | --- |"] + [f"| {what} | {value} |" for what, value in rows]

@@ -31,6 +31,7 @@ from harness import bases, images, kernels, resources
 from harness.archive import Archive
 from harness.errors import InfraError, MatrixError, StapmatrixError
 from harness.example_run import ExampleCell, run_examples
+from harness.examples import target_programs
 from harness.guest import TIMEOUT_SCALE, GuestRun, choose_accel, run_guest
 from harness.judge import apply_known_failure, judge
 from harness.kernel_store import KernelTree
@@ -296,13 +297,14 @@ def _scripts(cell: Cell, context: CellContext, cell_images: CellImages, guest_di
             for script in cell.tests]
 
 
-def _pack_stapsh(cell_images: CellImages, guest_dir: Path) -> None:
-    """The initramfs of a guest serving stapsh (this build's stapsh, staprun and stapio)."""
+def _pack_stapsh(cell_images: CellImages, guest_dir: Path, programs: tuple[str, ...] = ()) -> None:
+    """The initramfs of a guest serving stapsh (this build's stapsh, staprun and stapio, and
+    the programs the tests start in the guest)."""
     if not (guest_dir / "list").exists():  # no scripts ran: an empty test list
         (guest_dir / "modules").mkdir(exist_ok=True)
         (guest_dir / "list").write_text("")
     with lazy_container(cell_images.cell, guest_dir, cell_images.kernel) as packer:
-        pack_guest(packer, cell_images.kernel, guest_dir, cell_images.stap_key, with_stapsh=True)
+        pack_guest(packer, cell_images.kernel, guest_dir, cell_images.stap_key, with_stapsh=True, programs=programs)
 
 
 def test_jobs() -> int:
@@ -323,8 +325,12 @@ def _examples(cell: Cell, context: CellContext, cell_images: CellImages, guest_d
     examples_cell = ExampleCell(cell_images.cell, cell_images.runner, cell_images.kernel, corpus, guest_dir, run.accel,
                                 cell_images.stap_key, cell.stap.stap_path, test_jobs(), context.reruns)
     try:
+        programs = tuple(sorted({p for t in cell.examples if t.kind == "installcheck"
+                                 for p in target_programs(t.command)}
+                                | ({"stapbpf"} if any("--bpf" in t.command or "--runtime=bpf" in t.command
+                                                      for t in cell.examples) else set())))
         verdicts, build_id = run_examples(examples_cell, cell.examples, progress,
-                                          before_guests=lambda: _pack_stapsh(cell_images, guest_dir))
+                                          before_guests=lambda: _pack_stapsh(cell_images, guest_dir, programs))
     except InfraError as error:
         return run.errors(f"running the examples failed: {error}", names)
     run.guest_build_id = run.guest_build_id or build_id

@@ -247,6 +247,35 @@ def exec_timed(container: Container, command: list[str], *, what: str, timeout_s
     return int(code), bytes(output), timed_out
 
 
+def exec_watched(container: Container, command: list[str], *, what: str, timeout_s: float, stop_when: Callable[[str], bool],
+                 workdir: str | None = None, environment: dict[str, str] | None = None
+                 ) -> tuple[int, bytes, str]:
+    """`exec_timed`, reading the output as it comes: when `stop_when(output so far)` is true the
+    command is stopped (SIGTERM to the `timeout` that runs it, which passes it on). (exit
+    code, output, why it ended early: "timeout", "stopped" or "")."""
+    wrapped = ["sh", "-c", 'echo $$ > /tmp/.stapmatrix-exec-$1; shift; exec "$@"', "sh", "%s",
+               "timeout", "--kill-after=10", str(int(timeout_s)), *command]
+    started = time.monotonic()
+    api = container.client.api
+    try:
+        token = f"{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
+        wrapped[4] = token
+        exec_id = api.exec_create(container.id, wrapped, workdir=workdir, environment=environment)["Id"]
+        chunks: list[bytes] = []
+        stopped = False
+        for chunk in api.exec_start(exec_id, stream=True):
+            chunks.append(chunk)
+            if not stopped and stop_when(b"".join(chunks[-64:]).decode("utf-8", "replace")):
+                stopped = True
+                container.exec_run(["sh", "-c", f'kill -TERM "$(cat /tmp/.stapmatrix-exec-{token})"'])
+        code = api.exec_inspect(exec_id).get("ExitCode")
+        container.exec_run(["rm", "-f", f"/tmp/.stapmatrix-exec-{token}"])
+    except requests.exceptions.RequestException as error:
+        raise InfraError(f"{what}: lost the connection to Docker ({error.__class__.__name__})") from None
+    timed_out = code in (124, 137) and time.monotonic() - started >= timeout_s
+    return int(code if code is not None else 1), b"".join(chunks), "stopped" if stopped else "timeout" if timed_out else ""
+
+
 def exec_with_limit(container: Container, command: list[str], *, what: str, timeout_s: float,
                     workdir: str | None = None, environment: dict[str, str] | None = None) -> tuple[int, bytes]:
     """`exec_timed`, where running out of time is an error that names the step."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shlex
 import shutil
 import tarfile
 import tempfile
@@ -48,13 +49,13 @@ DOC_EXAMPLES = "usr/share/systemtap/examples"
 SOURCE_EXAMPLES = "testsuite/systemtap.examples"
 IMAGE_SOURCE_TREE = "/usr/local/src/systemtap"  # where a source build's image keeps its tree (stap-source.Dockerfile)
 KINDS = ("check", "installcheck")
+EXTRACTION = 2  # how the package's examples are extracted (2: with their modes)
 MAX_METAS = 2000
 MAX_META_BYTES = 64 * 1024
 MAX_COMMAND_CHARS = 4096
 MAX_TREE_BYTES = 256 * 1024 * 1024
 PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,80}$")
 FIELD_RE = re.compile(r"^(test_support|test_check|test_installcheck): ?(.*)$")
-FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,31 @@ class ExampleCorpus:
     tests: tuple[ExampleTest, ...]
     host_dir: str = ""  # the tree on this machine (a package's, or the user's own); "" for a source build
     image_dir: str = ""  # the tree inside the systemtap image (source builds)
+
+
+SHELL_OPERATOR_RE = re.compile(r"\|\||&&|[|;&]")
+PROGRAM_RE = re.compile(r"^[A-Za-z0-9_./+-]{1,200}$")
+
+
+def target_programs(command: str) -> set[str]:
+    """The programs a command's `stap ... -c CMD` starts in the guest: the first word of each
+    simple command of CMD (`-c "cat /proc/sys/vm/* || true"` -> cat, true)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return set()
+    programs = set()
+    for index, word in enumerate(words[:-1]):
+        if word != "-c":
+            continue
+        for part in SHELL_OPERATOR_RE.split(words[index + 1]):
+            try:
+                simple = [w for w in shlex.split(part) if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", w)]
+            except ValueError:
+                continue
+            if simple and PROGRAM_RE.match(simple[0]) and not simple[0].startswith("-"):
+                programs.add(simple[0])
+    return programs
 
 
 def example_test_name(example: str, kind: str) -> str:
@@ -198,6 +224,8 @@ def _extract_examples(deb: Path, target: Path) -> None:
             destination.parent.mkdir(parents=True, exist_ok=True)
             with destination.open("wb") as out:
                 shutil.copyfileobj(source, out)
+            # The mode as packaged: some examples are scripts their commands run (./kmalloc-top).
+            destination.chmod(member.mode & 0o755)
 
 
 def _package_examples(build: StapBuild, archive: Archive, where: str) -> Path:
@@ -206,7 +234,7 @@ def _package_examples(build: StapBuild, archive: Archive, where: str) -> Path:
     if package is None:
         raise MatrixError(f"{where}: {DOC_PACKAGE} {build.version} is in none of the archive's suites, so "
                           f"systemtap {build.version} has no examples to run here")
-    directory = cache_dir() / "examples" / f"{DOC_PACKAGE}_{package.version}_{package.sha256[:16]}"
+    directory = cache_dir() / "examples" / f"{DOC_PACKAGE}_{package.version}_{package.sha256[:16]}_v{EXTRACTION}"
     done = directory / ".complete"
     directory.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(directory) + ".lock"):

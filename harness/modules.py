@@ -81,6 +81,7 @@ def stap_cache_dir(stap_key: str, kernel: KernelTree) -> Path:
 # stap's cache limit (systemtap cache.cxx: 256 MB by default, then it evicts the oldest
 # modules): the examples alone compile about 380 modules per kernel, which must all stay.
 STAP_CACHE_MB = 8192
+STAP_CACHE_IN_CONTAINER = "/stapcache"
 
 
 @contextmanager
@@ -102,8 +103,8 @@ def cell_container(image: str, workdir: Path, kernel: KernelTree, stap_cache: Pa
     if path:
         environment["PATH"] = path + _image_path(image)
     if stap_cache is not None:
-        mounts.append(docker.types.Mount("/stapcache", str(stap_cache), type="bind"))
-        environment["SYSTEMTAP_DIR"] = "/stapcache"
+        mounts.append(docker.types.Mount(STAP_CACHE_IN_CONTAINER, str(stap_cache), type="bind"))
+        environment["SYSTEMTAP_DIR"] = STAP_CACHE_IN_CONTAINER
         (stap_cache / "cache").mkdir(exist_ok=True)
         (stap_cache / "cache" / "cache_mb_limit").write_text(f"{STAP_CACHE_MB}\n")
     container = docker_env.client().containers.run(
@@ -244,14 +245,17 @@ def _initramfs_key(stap_key: str, kernel: KernelTree, workdir: Path, list_text: 
 
 
 def pack_guest(container: ContainerFactory, kernel: KernelTree, workdir: Path, stap_key: str,
-               with_stapsh: bool = False) -> Path:
+               with_stapsh: bool = False, programs: tuple[str, ...] = ()) -> Path:
     """OUT/initramfs[-stapsh].cpio and OUT/vmlinuz for the guest, from the cache when the
-    same modules, list, init and systemtap build were packed before."""
+    same modules, list, init and systemtap build were packed before. A stapsh guest also
+    gets `programs` (names) that busybox lacks, from the image (mkinitramfs.sh)."""
     name = "initramfs-stapsh.cpio" if with_stapsh else "initramfs.cpio"
     image = workdir / name
     shutil.copy(kernel.vmlinuz_path, workdir / "vmlinuz")
     list_text = (workdir / "list").read_text() if (workdir / "list").exists() else ""
-    key = _initramfs_key(stap_key, kernel, workdir, list_text, "stapsh" if with_stapsh else "")
+    programs_text = "".join(f"{p}\n" for p in sorted(set(programs)))
+    (workdir / "guest-programs").write_text(programs_text)
+    key = _initramfs_key(stap_key, kernel, workdir, list_text, ("stapsh\n" + programs_text) if with_stapsh else "")
     cached = cache_dir() / "initramfs" / f"{key}.cpio"
     if cached.exists():
         shutil.copy(cached, image)

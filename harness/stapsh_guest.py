@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import requests.exceptions
 from docker.models.containers import Container
@@ -130,3 +133,35 @@ class StapshGuest:
         if self.container is not None:
             docker_env.remove_quietly(self.container)
             self.container = None
+
+
+T = TypeVar("T")
+
+
+def deal(items: list[T], count: int) -> list[list[T]]:
+    """Items dealt out round-robin among `count` guests (each gets a share of every part of
+    the list), no empty share."""
+    return [share for share in (items[i::max(1, count)] for i in range(max(1, count))) if share]
+
+
+def in_parallel(serve: Callable[[int, list[T]], None], shares: list[list[T]]) -> None:
+    """`serve(index, share)` for each share, each in a thread of its own (one guest each);
+    the first error any of them raised is raised here, once all have ended."""
+    errors: list[BaseException] = []
+
+    def run(index: int, share: list[T]) -> None:
+        try:
+            serve(index, share)
+        except BaseException as error:  # noqa: BLE001 - raised below, after every thread ended
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(index, share), name=f"stapmatrix-guest-{index}", daemon=True)
+               for index, share in enumerate(shares)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        # An InfraError says what broke; anything else is a bug, and the cell keeps its
+        # traceback (cell.py), so it is raised as it is.
+        raise errors[0]

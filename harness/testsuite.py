@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,13 +29,12 @@ from docker.models.containers import Container
 
 from harness import docker_env
 from harness.dejagnu_sets import DejaGnuFile
-from harness.errors import InfraError
 from harness.guest import crash_excerpt, new_taint
 from harness.judge import splat_lines
 from harness.kernel_store import KernelTree
 from harness.modules import TESTS_PATH, cell_container, stap_cache_dir, tests_environment
 from harness.progress import Progress, Step
-from harness.stapsh_guest import StapshGuest
+from harness.stapsh_guest import StapshGuest, deal, in_parallel
 
 logger = logging.getLogger(__name__)
 
@@ -133,11 +130,6 @@ def _run_file(guest: StapshGuest, runner: Container, exp: str, out: Path) -> Fil
     return run
 
 
-def _partitions(files: list[str], count: int) -> list[list[str]]:
-    """Files dealt out round-robin, so each guest gets a share of every directory."""
-    return [part for part in (files[i::count] for i in range(count)) if part]
-
-
 def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, files: tuple[DejaGnuFile, ...],
                   guest_dir: Path, accel: str, stap_key: str, stap_path: str, guests: int,
                   progress: Progress) -> list[FileRun]:
@@ -147,7 +139,6 @@ def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, files:
     out = guest_dir / "testsuite"
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, FileRun] = {}
-    errors: list[BaseException] = []
 
     def serve(index: int, share: list[str]) -> None:
         guest = StapshGuest(runner_image, guest_dir, f"stapsh-dejagnu-{index}", accel)
@@ -161,22 +152,8 @@ def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, files:
                     results[exp] = run
                     if run.crash or run.timed_out:
                         guest.boot()  # a fresh guest for the files after it
-        except BaseException as error:  # noqa: BLE001 - reported by the caller, with the others
-            errors.append(error)
         finally:
             guest.stop()
 
-    _in_threads(serve, _partitions(runnable, max(1, guests)))
-    if errors:
-        error = errors[0]
-        raise error if isinstance(error, InfraError) else InfraError(f"running the testsuite failed: {error}")
+    in_parallel(serve, deal(runnable, guests))
     return [results[exp] for exp in runnable if exp in results]
-
-
-def _in_threads(serve: Callable[[int, list[str]], None], shares: list[list[str]]) -> None:
-    threads = [threading.Thread(target=serve, args=(index, share), name=f"stapmatrix-guest-{index}", daemon=True)
-               for index, share in enumerate(shares)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()

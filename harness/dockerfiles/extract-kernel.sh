@@ -25,7 +25,10 @@ if [ -z "$vmlinux" ]; then
     echo "extract-kernel: no vmlinux file in $dbg" >&2
     exit 1
 fi
-dpkg-deb --fsys-tarfile "$dbg" | tar -x -C /kroot "$vmlinux" ${sysmap:+"$sysmap"}
+# The modules' debuginfo too: stap needs it to resolve a probe point or $variable in a module
+# (ext4, nfsd, ...), as systemtap's examples and testsuite do; about 5 GB for a Debian kernel.
+moddebug=$(printf '%s\n' "$listing" | awk -v d="./usr/lib/debug/lib/modules/$kver/kernel/" 'index($6, d) == 1 {print substr(d, 1, length(d) - 1); exit}')
+dpkg-deb --fsys-tarfile "$dbg" | tar -x -C /kroot "$vmlinux" ${sysmap:+"$sysmap"} ${moddebug:+"$moddebug"}
 real="/${vmlinux#./}"
 
 # Bookworm's packages install under /lib, newer ones under /usr/lib: one layout (merged /usr).
@@ -69,4 +72,5 @@ test -f "/kroot/usr/src/linux-headers-$kver/.config"
 set +x
 echo "STAPMATRIX VMLINUX=${real#/}"
 echo "STAPMATRIX VMLINUZ=$vmlinuz"
+echo "STAPMATRIX MODULE_DEBUGINFO=${moddebug:-none}"
 echo "extract-kernel: $kver ready: vmlinux $(stat -c %s "/kroot$real") bytes"

@@ -45,6 +45,19 @@ if [ "$with_stapsh" = stapsh ]; then
     [ -n "$stapsh" ] || stapsh=$(find /opt /usr/lib /usr/libexec -name stapsh -type f | head -1)
     copy_with_libraries "$stapsh"
     ln -s "$stapsh" "$root/bin/stapsh"
+    # Programs the tests start in the guest (`stap -c CMD`: sleep, cat, stap itself, strace...)
+    # and stapbpf for the bpf runtime, one name a line in OUTDIR/guest-programs: this image's,
+    # at the same path, with their libraries, even where busybox has an applet of that name:
+    # stap resolves a -c program's path in the container and probes that very file (ltrace's
+    # process("/usr/bin/ls")). A name the image lacks is left to busybox, if it has it.
+    if [ -f "$out/guest-programs" ]; then
+        while read -r program; do
+            found=$(command -v "$program" 2>/dev/null || true)
+            case "$found" in /*) copy_with_libraries "$(readlink -f "$found")"
+                [ "$found" = "$(readlink -f "$found")" ] || { mkdir -p "$root$(dirname "$found")"; ln -sf "$(readlink -f "$found")" "$root$found"; } ;;
+            esac
+        done < "$out/guest-programs"
+    fi
     mkdir -p "$root/modules"
     # modules.dep was made when the kernel entered the store (harness/dockerfiles/extract-kernel.sh):
     # take the modules in load order, decompressed (busybox insmod cannot read .ko.xz).
