@@ -263,6 +263,9 @@ def _run(cell: Cell, context: CellContext, cell_dir: Path, progress: Progress, a
     run.stages["run"] = Stage(time.monotonic() - started, False)
     if guest.build_id:
         run.guest_build_id = guest.build_id
+    mismatch = kernel_mismatch(guest, cell_images.kernel)
+    if mismatch:
+        return run.errors(mismatch)
 
     results = []
     if cell.testsuite:
@@ -270,6 +273,23 @@ def _run(cell: Cell, context: CellContext, cell_dir: Path, progress: Progress, a
     for script in cell.tests:
         results.append(_final(script, compiled[script.name], tries[script.name], context, run, guest_dir))
     return results
+
+
+def kernel_mismatch(guest: GuestRun, kernel: KernelTree) -> str:
+    """Why the tests' outcomes say nothing, when the kernel that booted is not the build whose
+    vmlinux the modules were compiled against (a stap module checks the running kernel's
+    build-id at load time only when both have one; a path: tree rebuilt with `make vmlinux`
+    alone keeps its old bzImage); "" when they match or the guest never booted (its tests
+    already say so)."""
+    if not kernel.build_id or guest.boot_failure or guest.boots == 0:
+        return ""
+    if guest.build_id == kernel.build_id:
+        return ""
+    booted = f"build-id {guest.build_id}" if guest.build_id else "no build-id (/sys/kernel/notes held no GNU note)"
+    return (f"the guest booted a kernel with {booted}, but the modules were compiled against "
+            f"{kernel.root / kernel.vmlinux} with build-id {kernel.build_id}: {kernel.vmlinuz} and vmlinux are "
+            "not one build, so no test here says anything about it. For a path: tree, run `make` (bzImage and "
+            "vmlinux), not `make vmlinux` alone; for a kernel store entry, `stapmatrix clean --kernels`")
 
 
 Verdict = tuple[Outcome, str, dict[str, str]]

@@ -259,7 +259,7 @@ def _make_tree(root: Path) -> dict[str, object]:
     (root / "usr/lib/debug/boot").mkdir(parents=True)
     (root / "usr/lib/debug/boot/vmlinux-6.12.0").write_bytes(b"\x7fELF")
     return {"release": "6.12.0", "cc": "gcc-14", "cc_version": "14", "vmlinuz": "boot/vmlinuz-6.12.0",
-            "vmlinux": "usr/lib/debug/boot/vmlinux-6.12.0", "build_id": "ab", "identity": "test tree"}
+            "vmlinux": "usr/lib/debug/boot/vmlinux-6.12.0", "build_id": "ab" * 20, "identity": "test tree"}
 
 
 def test_damaged_kernel_manifest_rebuilds_the_tree(cache_root: Path, caplog: pytest.LogCaptureFixture) -> None:
