@@ -372,7 +372,7 @@ def test_index_stanzas_outside_debian_grammar_are_dropped(caplog: pytest.LogCapt
     (b'[{"kernel":', "not a stapmatrix results file (Expecting value"),
     (b"\xff\xfe", "not a stapmatrix results file ('utf-8' codec can't decode"),
     (b'{"a": 1}', "not a stapmatrix results file (not a list of records)"),
-    (b'[{"kernel": 1}]', "not a stapmatrix results file"),
+    (b'[{"kernel": 1}]', "results.json: record 1: 'kernel' is a number, not a string"),
 ])
 def test_damaged_results_file(tmp_path: Path, content: bytes, expected: str,
                               capsys: pytest.CaptureFixture[str]) -> None:

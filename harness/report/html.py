@@ -1,6 +1,14 @@
 """One self-contained HTML page (inline CSS, no scripts, fonts or images; opens offline): the
 grid, each cell opening to its tests, each test with its reason, tries, log excerpts and
-reproducer. Also the report.html and report.md every run leaves next to its results.json."""
+reproducer. Also the report.html and report.md every run leaves next to its results.json.
+
+Records are input from outside (CI merges results that pull-request jobs uploaded, and
+publishes the page): every field is escaped by Jinja's autoescape, a Content-Security-Policy
+forbids scripts and every load from elsewhere, and an artifact is shown only when it resolves
+to a regular file inside the directory its record was read from (symlinks followed, `..`
+and absolute paths elsewhere refused), read from its end up to EXCERPT_BYTES. Links go only
+to such files that also lie under the page's own directory, as `./`-relative paths.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+import markupsafe
 
+from harness.bounded import UnreadableFile, inside, read_tail, size_text
 from harness.logs import first_error_lines
 from harness.outcomes import Result
+from harness.report.escape import href, terminal
 from harness.report.grid import (
     GRID_KEY,
     OUTCOME_STATUS,
@@ -28,26 +39,41 @@ from harness.report.grid import (
     reason,
     time_lines,
 )
-from harness.report.load import relative_to
 from harness.report.markdown import render_markdown
 
 EXCERPT_BYTES = 256 * 1024  # read no more of a log than this (from its end)
 NOT_AVAILABLE = "not available"
 
 
-def read_artifact(result: Result, name: str) -> tuple[str | None, str]:
-    """(text, path): text is None when the record names no such file or it is not here
-    (results copied from another machine without their artifacts)."""
+def artifact_path(result: Result, name: str) -> tuple[Path | None, str]:
+    """(the artifact's real path, "") when it may be read, else (None, why not)."""
     path = result.artifacts.get(name, "")
     if not path:
         return None, ""
+    real = inside(path, result.root) if result.root else Path(path)
+    if real is None:
+        return None, "outside the run directory its results file is in"
+    return real, ""
+
+
+def read_artifact(result: Result, name: str) -> tuple[str | None, str, bool]:
+    """(text, what to say about it, cut): text is None when the record names no such file,
+    or it may not be read (outside its run, not a regular file) or is not here (results
+    copied from another machine without their artifacts); then the second part says why. A
+    file longer than EXCERPT_BYTES gives its end: `cut`, and the second part says how much."""
+    path = result.artifacts.get(name, "")
+    if not path:
+        return None, "", False
+    real, why = artifact_path(result, name)
+    if real is None:
+        return None, f"{path}: {why}", False
     try:
-        with open(path, "rb") as file:
-            size = file.seek(0, os.SEEK_END)
-            file.seek(max(0, size - EXCERPT_BYTES))
-            return file.read().decode(errors="replace"), path
-    except OSError:
-        return None, path
+        data, size = read_tail(real, EXCERPT_BYTES)
+    except UnreadableFile as error:
+        return None, f"{path} {error}", False
+    if size > len(data):
+        return data.decode(errors="replace"), f"the last {size_text(len(data))} of {size_text(size)}", True
+    return data.decode(errors="replace"), path, False
 
 
 def tail(text: str, lines: int) -> str:
@@ -80,33 +106,49 @@ def console_excerpt(text: str, test: str, lines: int = 60) -> str:
 class Excerpt:
     title: str
     text: str | None  # None: not available
-    path: str
-    link: str  # relative to the report, "" when not linkable
+    path: str  # the path, and when text is None why it is not shown
+    link: str  # `./`-relative to the report, "" when not linkable
+    cut: bool = False  # only the file's end is shown: `path` says how much of how much
 
 
-def _link(path: str, link_base: Path | None) -> str:
-    if not path or link_base is None or not os.path.exists(path):
+def _link(result: Result, name: str, link_base: Path | None) -> str:
+    """A `./`-relative link to the artifact from a page in `link_base`, when the artifact may
+    be read and lies under that directory; else none."""
+    real, _ = artifact_path(result, name)
+    if real is None or link_base is None or not real.is_file():
         return ""
-    return relative_to(path, link_base)
+    contained = inside(real, link_base)
+    if contained is None:
+        return ""
+    return href(str(contained.relative_to(Path(os.path.realpath(link_base)))))
+
+
+EXCERPTS = (("compile_log", "compile log"), ("console", "guest console"), ("stdout", "stdout"), ("stderr", "stderr"))
 
 
 def excerpts(result: Result, link_base: Path | None) -> list[Excerpt]:
     shown = []
-    text, path = read_artifact(result, "compile_log")
-    shown.append(Excerpt("compile log", compile_excerpt(text) if text is not None else None, path,
-                         _link(path, link_base)))
-    text, path = read_artifact(result, "console")
-    shown.append(Excerpt("guest console", console_excerpt(text, result.test) if text is not None else None, path,
-                         _link(path, link_base)))
-    for name in ("stdout", "stderr"):
-        text, path = read_artifact(result, name)
-        shown.append(Excerpt(name, tail(text, 80) if text is not None else None, path, _link(path, link_base)))
+    for name, title in EXCERPTS:
+        text, about, cut = read_artifact(result, name)
+        if text is not None:
+            text = (compile_excerpt(text) if name == "compile_log" else
+                    console_excerpt(text, result.test) if name == "console" else tail(text, 80))
+        shown.append(Excerpt(title, text, about, _link(result, name, link_base), cut))
     return shown
+
+
+def _visible_controls(value: object) -> object:
+    """Every printed value, before autoescape: control characters shown as \\xNN (HTML does
+    not allow most of them, and a page is also read with `cat` and `less`)."""
+    if isinstance(value, markupsafe.Markup):  # already HTML (none of the template's values is)
+        return value
+    return terminal(value) if isinstance(value, str) else value
 
 
 def _html_environment() -> jinja2.Environment:
     return jinja2.Environment(loader=jinja2.PackageLoader("harness", "templates"), autoescape=True,
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                              finalize=_visible_controls)
 
 
 def render_html(results: Sequence[Result], link_base: Path | None = None, title: str = "stapmatrix report") -> str:

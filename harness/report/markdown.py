@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from harness.outcomes import Result
+from harness.report.escape import markdown_block, markdown_inline
 from harness.report.grid import (
     GRID_KEY,
     OUTCOME_STATUS,
@@ -26,16 +27,13 @@ MARK = {"pass": "✅", "xfail": "🟡", "skip": "⬜", "flaky": "⚠️", "fail"
 
 
 def md_cell(text: str) -> str:
-    """Text for a markdown table cell: no pipes or newlines, no HTML (GitHub would render it)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|").replace("\n", " ")
+    """Record text for a markdown line or table cell (harness/report/escape.py)."""
+    return markdown_inline(text)
 
 
 def fenced(text: str) -> str:
-    """A code block whose fence is longer than any backtick run inside."""
-    fence = "```"
-    while fence in text:
-        fence += "`"
-    return f"{fence}\n{text.rstrip()}\n{fence}"
+    """Record text as a code block whose fence is longer than any backtick run inside."""
+    return markdown_block(text)
 
 
 def markdown_grid(grid: Grid) -> list[str]:
@@ -77,14 +75,16 @@ def markdown_result(result: Result, with_details: bool) -> list[str]:
     full = "\n\n".join(t for t in (result.detail, result.xfail_reason) if t)
     if not with_details or full.strip() == reason(result):
         return [line]
-    return [line, "  <details><summary>detail</summary>", "", fenced(full), "", "  </details>"]
+    # The blank line after </details> ends its HTML block: without it markdown would take the
+    # next line, a record's test name and reason, for raw HTML too.
+    return [line, "  <details><summary>detail</summary>", "", fenced(full), "", "  </details>", ""]
 
 
 def render_markdown(results: Sequence[Result], limit_bytes: int = 1_000_000) -> str:
     """The grid, where the time went, and every non-pass with its reason (details folded).
     Over `limit_bytes`: the grid, the counts and as many one-line failures as fit."""
     grid = build_grid(results)
-    head = ["## stapmatrix", ""] + markdown_grid(grid) + [""] + [line + "  " for line in time_lines(grid)] + [""]
+    head = ["## stapmatrix", ""] + markdown_grid(grid) + [""] + [md_cell(line) + "  " for line in time_lines(grid)] + [""]
     attention = non_pass(results)
     counts = Counter(r.outcome.value for r in results)
     summary = f"{len(results)} test(s): " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
