@@ -24,6 +24,7 @@ from harness.specs import (
     KernelSpec,
     Rule,
     StapSpec,
+    cell_id,
     check_value,
     expand_path,
     git_location,
@@ -217,6 +218,25 @@ def _unique(path: Path, what: str, items: list[Located[str]]) -> None:
         seen[item.value] = item.line
 
 
+def _unique_cells(path: Path, kernels: list[Located[KernelSpec]], staps: list[Located[StapSpec]]) -> None:
+    """Two (kernel, systemtap) pairs must not share a cell id: the id names the CI job that
+    runs the cell, its artifact, its cache keys and its directory, so one of the two would
+    never run and the other's results would be taken for both."""
+    seen: dict[str, tuple[Located[KernelSpec], Located[StapSpec]]] = {}
+    for kernel in kernels:
+        for stap in staps:
+            cell = cell_id(kernel.value.label, stap.value.label)
+            if cell in seen:
+                first_kernel, first_stap = seen[cell]
+                raise MatrixError(
+                    f"{path}:{kernel.line}: kernel {kernel.value.display_name!r} x systemtap "
+                    f"{stap.value.display_name!r} (line {stap.line}) has the cell id {cell!r}, as kernel "
+                    f"{first_kernel.value.display_name!r} (line {first_kernel.line}) x systemtap "
+                    f"{first_stap.value.display_name!r} (line {first_stap.line}) does: give one of them "
+                    "another `name:`")
+            seen[cell] = (kernel, stap)
+
+
 def load_matrix(path: Path) -> Matrix:
     """Read and check a matrix file; raises MatrixError naming file and line."""
     path = Path(path)
@@ -246,6 +266,7 @@ def load_matrix(path: Path) -> Matrix:
     _unique(path, "test", [Located(t.value.name, t.line) for t in tests])
     _unique(path, "kernel id", [Located(k.value.label, k.line) for k in kernels])
     _unique(path, "systemtap id", [Located(s.value.label, s.line) for s in staps])
+    _unique_cells(path, kernels, staps)
 
     matrix = Matrix(path, kernels, staps, [t.value for t in tests])
     for key, target in (("exclude", matrix.exclude), ("xfail", matrix.xfail)):

@@ -91,6 +91,18 @@ def test_empty_lists_are_refused(folder: Path, section: str, text: str) -> None:
     assert f"'{section}' is empty; a matrix needs at least one" in matrix_error(folder, text)
 
 
+def test_two_cells_with_one_id_are_refused(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Kernels `a` and `a-stap-b`, systemtap names `b-stap-c` and `c`: a x b-stap-c and
+    a-stap-b x c are both `a-stap-b-stap-c`; one CI job would run twice, the other never."""
+    text = (f"kernels:\n  - {{deb: {ANY_KERNEL}, name: a}}\n  - {{deb: 6.1.0-50-amd64, name: a-stap-b}}\n"
+            "stap:\n  - {deb: 5.6-1, name: b-stap-c}\n  - {deb: 5.1-5, name: c}\ntests: [t.stp]\n")
+    message = matrix_error(folder, text)
+    assert "matrix.yaml:3: kernel 'a-stap-b' x systemtap 'c' (line 6) has the cell id 'a-stap-b-stap-c'" in message
+    assert "as kernel 'a' (line 2) x systemtap 'b-stap-c' (line 5) does" in message
+    assert main(["plan", "--github", "--matrix", str(folder / "matrix.yaml")]) == 2
+    assert "has the cell id 'a-stap-b-stap-c'" in capsys.readouterr().err
+
+
 def test_null_list_is_not_a_list(folder: Path) -> None:
     assert "'kernels' must be a list" in matrix_error(folder, "kernels:\nstap: ['deb:5.6-1']\ntests: [t.stp]\n")
 
