@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from harness import kernel_git
 from harness.archive import parse_index
 from harness.cli import main
 from harness.errors import InfraError, MatrixError
 from harness.gitrepo import check_transport, mask
 from harness.guest import GuestRun, TestRun, parse_results
 from harness.judge import judge
+from harness.kconfig import parse_config_items
 from harness.matrix import load_matrix
 from harness.modules import Compiled
 from harness.outcomes import Outcome
@@ -141,6 +143,89 @@ def test_matrix_that_is_a_directory(folder: Path) -> None:
 def test_odd_yaml_is_refused(folder: Path, text: str, expected: str) -> None:
     assert expected in matrix_error(folder, text)
     assert not (folder / "pwned").exists()  # YAML tags are inert
+
+
+# --- config: items ----------------------------------------------------------------------------
+
+SECRET = "API_TOKEN=SECRET-d41d8cd98f00"
+
+
+def config_matrix(folder: Path, item: str) -> Path:
+    path = folder / "matrix.yaml"
+    path.write_text(f"kernels:\n  - {{git: {folder}/linux, ref: v6.12, config: [tinyconfig, {item}]}}\n"
+                    "stap: ['deb:5.6-1']\ntests: [t.stp]\n")
+    return path
+
+
+def config_error(folder: Path, item: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """The error of `stapmatrix check` (one line, exit 2), which load_matrix gives too."""
+    path = config_matrix(folder, item)
+    with pytest.raises(MatrixError) as caught:
+        load_matrix(path)
+    assert main(["check", "--matrix", str(path)]) == 2
+    said = capsys.readouterr().err.strip()
+    assert said == f"stapmatrix: {caught.value}" and "\n" not in said and SECRET not in said
+    return str(caught.value)
+
+
+def test_a_config_file_that_is_not_a_config_is_never_echoed(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "secret.config").write_text(f"# keys\nCONFIG_X=y\n{SECRET}\n")
+    message = config_error(folder, "secret.config", capsys)
+    assert f"{folder}/secret.config:3: not a kernel config line" in message
+
+
+def test_the_environment_as_a_config_file_is_never_echoed(folder: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAPMATRIX_TEST_SECRET", SECRET)
+    (folder / "env.config").symlink_to("/proc/self/environ")
+    assert "env.config:1: not a kernel config line" in config_error(folder, "env.config", capsys)
+
+
+@pytest.mark.parametrize(("kind", "said"), [("directory", "is a directory, not a regular file"),
+                                            ("fifo", "is a FIFO, not a regular file"),
+                                            ("device", "is a character device, not a regular file"),
+                                            ("dangling", "cannot be read: No such file or directory"),
+                                            ("huge", "is 800.0 MiB, more than the 4.0 MiB a kernel config file may be")])
+def test_a_config_file_that_is_no_regular_file(folder: Path, kind: str, said: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Named like an in-tree fragment (x.config), but a file of that name is here: it is what
+    was meant, and it is refused for what it is, never read (a FIFO would block)."""
+    odd = folder / "x.config"
+    if kind == "directory":
+        odd.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(odd)
+    elif kind == "device":
+        odd.symlink_to("/dev/zero")
+    elif kind == "dangling":
+        odd.symlink_to(folder / "gone.config")
+    else:
+        with odd.open("wb") as stream:
+            stream.truncate(800 * 1024 * 1024)  # sparse
+    message = config_error(folder, "x.config", capsys)
+    assert f"config file {odd} {said}" in message
+
+
+@pytest.mark.parametrize("value", ['CONFIG_LOCALVERSION=\\"a\\nCONFIG_MODULES=n\\"', 'CONFIG_X=\\"a\\rb\\"',
+                                   'CONFIG_X=y\\nCONFIG_MODULES=n', 'CONFIG_X=\\"\\x1b[2J\\"'])
+def test_config_lines_are_one_line(folder: Path, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`config: ["CONFIG_LOCALVERSION=\\"a\\nCONFIG_MODULES=n\\""]` would have become two lines of
+    the merged fragment: CONFIG_MODULES=n slipped past the check."""
+    message = config_error(folder, f'"{value}"', capsys)
+    assert "is not CONFIG_X=y" in message and "one line, no control characters" in message
+
+
+def test_fragment_names_never_reach_the_build_script(folder: Path) -> None:
+    """A fragment file named with spaces, `*` and `$(...)`: copied for the build under a name
+    made of its position only."""
+    odd = folder / "my frag *$(touch pwned).config"
+    odd.write_text("CONFIG_KPROBES=y\n")
+    items = parse_config_items([("tinyconfig", "m:1"), (str(odd), "m:2"), ("CONFIG_X=y", "m:3")], folder)
+    base, fragments = kernel_git._config_files(items, folder / "config")
+    assert base == "tinyconfig"
+    assert fragments[0] == "/config/01-fragment.config" and all(" " not in f and "*" not in f for f in fragments)
+    assert (folder / "config" / "01-fragment.config").read_text() == "CONFIG_KPROBES=y\n"
+    assert not (folder / "pwned").exists()
 
 
 # --- test scripts -----------------------------------------------------------------------------
