@@ -13,6 +13,7 @@ builds. Parsed indexes are cache entries (harness/cache.py): atomic, checked whe
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import lzma
 import os
@@ -22,6 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from debian.debian_support import Version
 from filelock import FileLock
 
 from harness import cache
+from harness.bounded import MIB, size_text
 from harness.debian_names import valid_name, valid_version
 from harness.errors import InfraError
 from harness.progress import Download, Progress
@@ -70,18 +73,69 @@ class Package:
         return deb822.PkgRelation.parse_relations(self.depends) if self.depends else []  # type: ignore[return-value]
 
 
-def _get(url: str, what: str) -> bytes:
+# Every download is bounded twice: by size (an InRelease file at most INRELEASE_LIMIT, an
+# index or package exactly what the signed InRelease or index lists) and by time (a grace
+# period plus one second per MIN_RATE bytes it should weigh, and no STALL_S without a byte).
+# A socket timeout alone is per read: a mirror sending one byte every 20 s never trips it.
+INRELEASE_LIMIT = 16 * MIB  # sid's is about 100 KiB
+INRELEASE_TIME_SIZE = MIB  # what an InRelease file's time limit allows for
+UNLISTED_LIMIT = 1024 * MIB  # an uncompressed index whose size InRelease does not list
+MIN_RATE = 256 * 1024  # bytes per second: a 1 GB -dbg package may take 68 min
+STALL_S = 60.0
+CHUNK = 1024 * 1024
+
+
+def download_grace_s() -> float:
+    """The fixed part of every download's time limit: STAPMATRIX_DOWNLOAD_GRACE seconds
+    (1 to 3600) for a slow mirror, 60 by default."""
+    value = os.environ.get("STAPMATRIX_DOWNLOAD_GRACE", "")
+    return float(value) if re.fullmatch(r"[0-9]{1,4}", value) and 1 <= int(value) <= 3600 else 60.0
+
+
+class _Bounded(InfraError):
+    """A download that went over its size or time limit: trying again would not help."""
+
+
+def _stream(url: str, what: str, limit: int, sink: Callable[[bytes], object], expected: int | None = None) -> int:
+    """Stream `url` into `sink`; at most `limit` bytes, within the time limit for `expected`
+    bytes (default: `limit`). Returns the number of bytes."""
+    deadline_s = download_grace_s() + (expected or limit) / MIN_RATE
+    started = time.monotonic()
+    done = 0
+    with urllib.request.urlopen(url, timeout=min(STALL_S, deadline_s)) as response:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _Bounded(f"{url}: the mirror announces {size_text(int(declared))}, more than the "
+                           f"{size_text(limit)} {what} may be; is the mirror a Debian archive?")
+        while chunk := response.read1(CHUNK):  # what has arrived, not a full CHUNK: the clock is checked
+            done += len(chunk)
+            if done > limit:
+                raise _Bounded(f"{url}: the mirror sent more than the {size_text(limit)} {what} may be "
+                               "(a response that does not end); is the mirror a Debian archive?")
+            sink(chunk)
+            if time.monotonic() - started > deadline_s:
+                raise _Bounded(f"{url}: the mirror sent {size_text(done)} in {deadline_s:.0f} s and is not done "
+                               f"(a stalled or very slow mirror); set STAPMATRIX_MIRROR to another, or "
+                               "STAPMATRIX_DOWNLOAD_GRACE to more seconds")
+    return done
+
+
+def _get(url: str, what: str, limit: int = INRELEASE_LIMIT, expected: int = INRELEASE_TIME_SIZE) -> bytes:
     last_error: Exception | None = None
     for attempt in range(3):
+        parts: list[bytes] = []
         try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                return bytes(response.read())
+            _stream(url, what, limit, parts.append, min(limit, expected))
+            return b"".join(parts)
+        except _Bounded:
+            raise
         except urllib.error.HTTPError as error:
             if error.code == 404:
                 raise InfraError(f"{url}: not found (404); is the mirror a Debian archive with {what}?") from None
             last_error = error
-        except (urllib.error.URLError, OSError) as error:
-            last_error = error
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            stalled = isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError)
+            last_error = InfraError(f"no data for {STALL_S:.0f} s") if stalled else error
         logger.warning("downloading %s failed (%s), attempt %d of 3", url, last_error, attempt + 1)
         time.sleep(2 * (attempt + 1))
     raise InfraError(f"cannot download {url}: {last_error}")
@@ -123,18 +177,32 @@ def _listed_checksum(release_text: str, member: str, url: str) -> tuple[str, int
     raise InfraError(f"{url} lists no SHA256 for {member}")
 
 
+def _listed_size(release_text: str, member: str) -> int | None:
+    for entry in deb822.Release(release_text).get("SHA256", []):
+        if entry["name"] == member:
+            return int(entry["size"])
+    return None
+
+
 def _download_index(suite: Suite) -> bytes:
     base = f"{suite.url()}/dists/{suite.name}"
-    release_text = verified_release(_get(f"{base}/InRelease", f"the suite {suite.name}"), f"{base}/InRelease")
+    release_text = verified_release(_get(f"{base}/InRelease", "an InRelease file"), f"{base}/InRelease")
     sha256, size = _listed_checksum(release_text, "main/binary-amd64/Packages.xz", f"{base}/InRelease")
-    data = _get(f"{base}/main/binary-amd64/Packages.xz", f"the suite {suite.name}")
+    data = _get(f"{base}/main/binary-amd64/Packages.xz", "this index (its signed InRelease lists the size)", size, size)
     if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
         raise InfraError(f"{base}/main/binary-amd64/Packages.xz does not match the SHA256 its signed "
                          "InRelease lists (a broken download or a stale mirror)")
+    # Decompressed no further than the size InRelease lists for the plain index.
+    limit = _listed_size(release_text, "main/binary-amd64/Packages") or UNLISTED_LIMIT
     try:
-        return lzma.decompress(data)
+        decompressor = lzma.LZMADecompressor()
+        text = decompressor.decompress(data, max_length=limit + 1)
     except lzma.LZMAError as error:
         raise InfraError(f"{base}/main/binary-amd64/Packages.xz: cannot decompress: {error}") from None
+    if len(text) > limit:
+        raise InfraError(f"{base}/main/binary-amd64/Packages.xz decompresses to more than the {size_text(limit)} "
+                         "its signed InRelease lists")
+    return text
 
 
 def _field(block: str, name: str) -> str:
@@ -357,33 +425,44 @@ def _meets(version: str, constraint: tuple[str, str]) -> bool:
 
 
 def download(package: Package, directory: Path, progress: Progress) -> Path:
-    """Download a .deb from the pool of the suite that lists it, checking the SHA256 the signed
-    index gives; reports size and rate every few seconds (a -dbg package is about 1 GB)."""
+    """Download a .deb from the pool of the suite that lists it, checking the size and SHA256
+    the signed index gives (no byte more is read, within the time that size allows); reports
+    size and rate every few seconds (a -dbg package is about 1 GB)."""
     if not package.filename:
         raise InfraError(f"{package.pinned}: the index gave no file for it")
     url = f"{SUITE_BY_NAME[package.suite].url()}/{package.filename}"
     target = directory / Path(package.filename).name
     digest = hashlib.sha256()
-    started = last = time.monotonic()
-    done = 0
+    started = time.monotonic()
+    last = [started]
+    done = [0]
     mib = 1024 * 1024
+    limit = package.size or UNLISTED_LIMIT
+
+    def sink(chunk: bytes) -> None:
+        out.write(chunk)
+        digest.update(chunk)
+        done[0] += len(chunk)
+        now = time.monotonic()
+        if now - last[0] >= 10:
+            progress(Download(package.name, done[0], package.size, now - started))
+            last[0] = now
+
     try:
-        with urllib.request.urlopen(url, timeout=120) as response, target.open("wb") as out:
-            while chunk := response.read(4 * mib):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                now = time.monotonic()
-                if now - last >= 10:
-                    progress(Download(package.name, done, package.size, now - started))
-                    last = now
-    except (urllib.error.URLError, OSError) as error:
+        with target.open("wb") as out:
+            _stream(url, f"{package.pinned} (its signed index lists the size)", limit, sink)
+    except _Bounded:
         target.unlink(missing_ok=True)
+        raise
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        target.unlink(missing_ok=True)
+        if isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError):
+            raise InfraError(f"downloading {url} failed: the mirror sent nothing for {STALL_S:.0f} s") from None
         raise InfraError(f"downloading {url} failed: {error}") from None
     if digest.hexdigest() != package.sha256:
         target.unlink(missing_ok=True)
         raise InfraError(f"{url}: SHA256 does not match the signed index (a broken download or a changed mirror)")
     seconds = time.monotonic() - started
     if package.size > 50 * mib:
-        progress(Download(package.name, done, package.size, seconds, finished=True))
+        progress(Download(package.name, done[0], package.size, seconds, finished=True))
     return target
