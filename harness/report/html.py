@@ -32,9 +32,11 @@ from harness.report.grid import (
     STAGES,
     build_grid,
     cell_id,
+    cells_in_order,
     format_seconds,
     grid_legend,
     labels,
+    layout,
     non_pass,
     reason,
     time_lines,
@@ -42,6 +44,7 @@ from harness.report.grid import (
 from harness.report.markdown import render_markdown
 
 EXCERPT_BYTES = 256 * 1024  # read no more of a log than this (from its end)
+HTML_COLUMNS = 40  # more systemtap builds than this: the grid lists one row per cell
 NOT_AVAILABLE = "not available"
 
 
@@ -160,8 +163,9 @@ def render_html(results: Sequence[Result], link_base: Path | None = None, title:
     cells = [{"cell": cell, "tests": [{"result": r, "reason": reason(r), "excerpts": excerpts(r, link_base)}
                                       for r in sorted(cell.results, key=lambda r: SEVERITY.index(r.outcome))]}
              for cell in grid.cells.values()]
+    listed = cells_in_order(grid) if layout(grid, HTML_COLUMNS) == "list" else []
     return _html_environment().get_template("report.html.j2").render(
-        title=title, grid=grid, columns=columns, rows=rows, cells=cells, stages=STAGES, grid_key=GRID_KEY,
+        title=title, grid=grid, columns=columns, rows=rows, cells=cells, stages=STAGES, grid_key=GRID_KEY, listed=listed,
         legend=grid_legend(grid, rows, columns),
         time_lines=time_lines(grid) if results else [], attention=non_pass(results), reason=reason,
         cell_id=cell_id, status=OUTCOME_STATUS, format_seconds=format_seconds, not_available=NOT_AVAILABLE,

@@ -13,11 +13,14 @@ from harness.report.grid import (
     OUTCOME_STATUS,
     STAGES,
     Grid,
+    GridCell,
     build_grid,
     cell_id,
+    cells_in_order,
     format_seconds,
     grid_legend,
     labels,
+    layout,
     non_pass,
     reason,
     time_lines,
@@ -36,7 +39,19 @@ def fenced(text: str) -> str:
     return markdown_block(text)
 
 
+MARKDOWN_COLUMNS = 16  # more systemtap builds than this: one table row per cell
+
+
+def _cell_text(cell: GridCell) -> str:
+    extras = f" {cell.extras()}" if cell.extras() else ""
+    return f"{MARK[cell.status]} {cell.summary()}{extras} · {format_seconds(sum(cell.seconds().values()))}"
+
+
 def markdown_grid(grid: Grid) -> list[str]:
+    if layout(grid, MARKDOWN_COLUMNS) == "list":
+        lines = ["| kernel | systemtap | result |", "| --- | --- | --- |"]
+        lines += [f"| {md_cell(c.kernel_name)} | {md_cell(c.stap_name)} | {_cell_text(c)} |" for c in cells_in_order(grid)]
+        return lines + ["", f"_{GRID_KEY}_"]
     columns = labels(grid.columns)
     rows = labels(grid.rows, 24)
     lines = ["| kernel \\ systemtap | " + " | ".join(md_cell(columns[c]) for c in grid.columns) + " |",
@@ -48,9 +63,7 @@ def markdown_grid(grid: Grid) -> list[str]:
             if cell is None:
                 cells.append("–")
                 continue
-            extras = f" {cell.extras()}" if cell.extras() else ""
-            seconds = format_seconds(sum(cell.seconds().values()))
-            cells.append(f"{MARK[cell.status]} {cell.summary()}{extras} · {seconds}")
+            cells.append(_cell_text(cell))
         lines.append(f"| {md_cell(rows[row])} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"_{GRID_KEY}_")

@@ -18,11 +18,14 @@ from harness.report.grid import (
     GRID_KEY,
     OUTCOME_STATUS,
     Grid,
+    GridCell,
     build_grid,
     cell_id,
+    cells_in_order,
     format_seconds,
     grid_legend,
     labels,
+    layout,
     non_pass,
     same_reason,
     time_lines,
@@ -38,7 +41,27 @@ def plain(text: str) -> str:
     return escape(terminal_line(text))
 
 
+TERMINAL_COLUMNS = 12  # more systemtap builds than this: one line per cell instead of a table
+
+
+def _cell_text(cell: GridCell) -> tuple[str, str]:
+    second = " ".join(p for p in (cell.extras(), format_seconds(sum(cell.seconds().values()))) if p)
+    return f"[{RICH_STYLE[cell.status]}]{cell.summary()}[/]", f"[dim]{escape(second)}[/]"
+
+
+def grid_list(grid: Grid) -> Table:
+    """The list layout: one line per cell (a wide or mostly empty grid)."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for title in ("kernel", "systemtap", "pass/xfail/fail/error", ""):
+        table.add_column(title, no_wrap=title != "")
+    for cell in cells_in_order(grid):
+        table.add_row(plain(cell.kernel_name), plain(cell.stap_name), *_cell_text(cell))
+    return table
+
+
 def grid_table(grid: Grid) -> tuple[Table, list[str]]:
+    if layout(grid, TERMINAL_COLUMNS) == "list":
+        return grid_list(grid), []
     columns = labels(grid.columns)
     rows = labels(grid.rows, 24)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
@@ -52,9 +75,7 @@ def grid_table(grid: Grid) -> tuple[Table, list[str]]:
             if cell is None:
                 cells.append("[dim]-[/]")
                 continue
-            style = RICH_STYLE[cell.status]
-            second = " ".join(p for p in (cell.extras(), format_seconds(sum(cell.seconds().values()))) if p)
-            cells.append(f"[{style}]{cell.summary()}[/]\n[dim]{escape(second)}[/]")
+            cells.append("\n".join(_cell_text(cell)))
         table.add_row(plain(rows[row]), *cells)
     legend = grid_legend(grid, rows, columns)
     return table, legend
