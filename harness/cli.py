@@ -141,6 +141,7 @@ def command_check(args: argparse.Namespace) -> int:
 
 
 GITHUB_MATRIX_LIMIT = 256  # jobs one GitHub Actions matrix may generate
+ARTIFACT_PREFIX_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def github_matrix(plan: Plan, matrix_path: Path) -> dict[str, list[dict[str, str]]]:
@@ -160,6 +161,10 @@ def github_matrix(plan: Plan, matrix_path: Path) -> dict[str, list[dict[str, str
 def command_plan(args: argparse.Namespace) -> int:
     """The cells of a matrix, checked like `check` does (every kernel and systemtap build
     resolved): one id per line, or with --github a job matrix for GitHub Actions."""
+    if args.artifact_prefix is not None and not ARTIFACT_PREFIX_RE.fullmatch(args.artifact_prefix):
+        raise MatrixError(f"--artifact-prefix {args.artifact_prefix!r}: give letters, digits, '.', '_' and '-' only "
+                          "(up to 64): artifacts are named PREFIX=cell=ID and cache keys PREFIX/..., so a prefix "
+                          "with '=' or '/' could match another call's")
     matrix, plan = plan_matrix(Path(args.matrix), Archive())
     for line in describe_plan(matrix.path, plan):
         console.print(line, markup=False, highlight=False)
@@ -182,6 +187,9 @@ def add_plan_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
                            f"more than {GITHUB_MATRIX_LIMIT} cells is an error")
     plan.add_argument("--github-output", metavar="FILE",
                       help="with --github: also append `matrix=JSON` and `cells=N` to FILE ($GITHUB_OUTPUT)")
+    plan.add_argument("--artifact-prefix", metavar="NAME",
+                      help="check NAME, the workflow's prefix of artifact names and cache keys: letters, digits, "
+                           "'.', '_', '-'")
     plan.set_defaults(handler=command_plan)
 
 
