@@ -401,12 +401,42 @@ def test_garbled_result_line_is_an_error_for_that_test_only(data: Path, damage: 
     assert outcomes["begin_end"][0] is Outcome.FAIL_LOAD  # the undamaged tests keep their real outcome
 
 
-def test_result_channel_cut_short_is_not_a_traceback(data: Path) -> None:
-    """The guest died mid-line: the channel ends inside a record."""
+def test_result_channel_cut_short(data: Path) -> None:
+    """The guest died mid-line: the channel ends anywhere, inside a record too. At every cut,
+    each test is what the records before the cut say: a test whose END arrived keeps its real
+    outcome (fail-load here); one that started and did not end crashed, or, when the cut line
+    of its own records does not parse, is an error quoting that line; one that never started
+    is an error saying so. A damaged line after a test's END is not blamed on it."""
     text = (data / "results-stap5.1-on-6.12.log").read_text()
-    for cut in range(0, len(text), max(1, len(text) // 97)):
+    full = _channel_outcomes(text)
+    assert {name: outcome for name, (outcome, _) in full.items()} == dict.fromkeys(full, Outcome.FAIL_LOAD)
+    ends = {name: text.index(f"@@SM END {name}\n") + len(f"@@SM END {name}") for name in full}
+    starts = {name: text.index(f" {name}\n", text.index("@@SM START")) for name in full}
+    checked = 0
+    for cut in range(0, len(text) + 1, 7):
         guest = GuestRun("tcg")
-        parse_results(text[:cut], 1, guest.runs, guest.garbled)  # must not raise
+        parse_results(text[:cut], 1, guest.runs, guest.garbled)
+        outcomes = _channel_outcomes(text[:cut])
+        partial = text[:cut].rsplit("\n", 1)[-1].strip()
+        for name, (outcome, detail) in outcomes.items():
+            start = text.index(f"@@SM START {text[:starts[name]].count('@@SM START')} {name}")
+            if cut >= ends[name]:
+                assert (outcome, detail) == full[name], (cut, name)
+            elif cut >= starts[name] + len(name) + 1:  # its START line is whole
+                if name in guest.garbled:
+                    said = guest.garbled[name]
+                    # the cut line itself, or for a cut output chunk the base64 error it gave
+                    chunk = " ".join(partial.split()[:3]) + ":"
+                    assert said == partial or (said.startswith(chunk) and "base64" in said), (cut, name, said)
+                    assert outcome is Outcome.ERROR and said[:40] in detail, (cut, name, detail)
+                else:
+                    assert outcome is Outcome.CRASH, (cut, name, outcome, detail)
+                    assert detail == "the guest ended during this test without a crash message"
+            else:
+                assert cut < start + len(f"@@SM START 1 {name}") + 1
+                assert outcome is Outcome.ERROR and "never started this test" in detail, (cut, name, detail)
+        checked += 1
+    assert checked > 100
 
 
 # --- pytest and `check` without Docker --------------------------------------------------------
