@@ -248,13 +248,14 @@ def _index_paths(suite: Suite) -> tuple[Path, Path]:
     return directory / f"{stem}.json", directory / f"{stem}.catalogue.json"
 
 
-def _refresh(suite: Suite) -> None:
-    """Fetch, verify and parse the suite's index into its two cache entries, unless fresh."""
+def _refresh(suite: Suite, max_age_s: float = _INDEX_MAX_AGE_S) -> None:
+    """Fetch, verify and parse the suite's index into its two cache entries, unless fresh
+    (fetched less than `max_age_s` ago)."""
     main_path, catalogue_path = _index_paths(suite)
     entry = cache.read_entry(main_path)
     if entry is not None and entry.get("format") != INDEX_FORMAT:
         entry = None
-    fresh = entry is not None and time.time() - float(entry["fetched"]) < _INDEX_MAX_AGE_S \
+    fresh = entry is not None and time.time() - float(entry["fetched"]) < max_age_s \
         and catalogue_path.exists()
     if fresh or os.environ.get("STAPMATRIX_OFFLINE"):
         if entry is None:
@@ -272,11 +273,11 @@ def _refresh(suite: Suite) -> None:
                                   "packages": interesting})
 
 
-def _read_index(suite: Suite) -> dict[str, Any]:
+def _read_index(suite: Suite, max_age_s: float = _INDEX_MAX_AGE_S) -> dict[str, Any]:
     """The suite's index entry (fetched first if stale): its packages, URL and fetch time."""
     main_path, _ = _index_paths(suite)
     with FileLock(str(main_path) + ".lock", timeout=900):
-        _refresh(suite)
+        _refresh(suite, max_age_s)
         entry = cache.read_entry(main_path)
     if entry is None:
         raise InfraError(f"the package index of {suite.name} could not be read back from {main_path}")
@@ -322,28 +323,78 @@ class KernelAbi:
     suite: str
 
 
-class Archive:
-    """The packages of every suite, loaded lazily and once per process."""
+def recorded_index(directory: Path, suite: Suite) -> tuple[dict[str, Any], dict[str, list[list[object]]]]:
+    """(index entry, catalogue) of a recorded index: DIRECTORY/SUITE.Packages, stanzas as the
+    archive's Packages file has them, parsed exactly as a download is (a suite without a file
+    has no packages). The selftests plan from these, so that a test about planning does not
+    depend on what the archive carries this month."""
+    path = directory / f"{suite.name}.Packages"
+    text = path.read_text() if path.exists() else ""
+    records = parse_index(text, suite.name)
+    catalogue: dict[str, list[list[object]]] = {}
+    for name, version, provides, *_ in records:
+        catalogue.setdefault(str(name), []).append([version, provides])
+    entry = {"format": INDEX_FORMAT, "url": f"recorded:{path}", "fetched": path.stat().st_mtime if text else 0,
+             "packages": [r for r in records if r[5]]}
+    return entry, catalogue
 
-    def __init__(self, suites: tuple[Suite, ...] = SUITES) -> None:
+
+class Archive:
+    """The packages of every suite, loaded lazily and once per process; from the mirror, or
+    (`recorded`) from recorded index files (recorded_index)."""
+
+    def __init__(self, suites: tuple[Suite, ...] = SUITES, recorded: Path | None = None) -> None:
         self.suites = suites
+        self.recorded = recorded
         self._by_suite: dict[str, list[Package]] = {}
         self._by_name: dict[str, dict[str, list[Package]]] = {}
         self._catalogue: dict[str, dict[str, list[list[object]]]] = {}
         self._provided: dict[str, set[str]] = {}
         self._stamps: dict[str, str] = {}  # suite -> where and when its index was fetched
+        self._fetched: dict[str, float] = {}  # suite -> when its index was fetched
+
+    def _entry(self, suite: str, max_age_s: float = _INDEX_MAX_AGE_S) -> dict[str, Any]:
+        if self.recorded is not None:
+            entry, self._catalogue[suite] = recorded_index(self.recorded, SUITE_BY_NAME[suite])
+            self._provided[suite] = {str(n) for versions in self._catalogue[suite].values()
+                                     for _, provides in versions for n in provides}  # type: ignore[attr-defined]
+            return entry
+        return _read_index(SUITE_BY_NAME[suite], max_age_s)
 
     def packages(self, suite: str) -> list[Package]:
         """The packages stapmatrix resolves (kernels, systemtap, compilers) of a suite."""
         if suite not in self._by_suite:
-            entry = _read_index(SUITE_BY_NAME[suite])
-            self._stamps[suite] = f"{suite}:{entry.get('url', '')}:{entry.get('fetched', '')}"
-            self._by_suite[suite] = _packages_of(entry, SUITE_BY_NAME[suite])
-            by_name: dict[str, list[Package]] = {}
-            for package in self._by_suite[suite]:
-                by_name.setdefault(package.name, []).append(package)
-            self._by_name[suite] = by_name
+            self._load(suite, self._entry(suite))
         return self._by_suite[suite]
+
+    def _load(self, suite: str, entry: dict[str, Any]) -> None:
+        self._stamps[suite] = f"{suite}:{entry.get('url', '')}:{entry.get('fetched', '')}"
+        self._fetched[suite] = float(entry.get("fetched") or 0)
+        self._by_suite[suite] = _packages_of(entry, SUITE_BY_NAME[suite])
+        by_name: dict[str, list[Package]] = {}
+        for package in self._by_suite[suite]:
+            by_name.setdefault(package.name, []).append(package)
+        self._by_name[suite] = by_name
+
+    def refetch(self, max_age_s: float) -> list[str]:
+        """Fetch again the indexes read so far that are older than `max_age_s` (a kernel
+        published since the cached index was fetched is otherwise refused for up to six
+        hours: a new security update, say). The suites fetched again; none when offline or
+        recorded."""
+        if self.recorded is not None or os.environ.get("STAPMATRIX_OFFLINE"):
+            return []
+        now = time.time()
+        stale = [s for s in list(self._by_suite) if now - self._fetched.get(s, 0) >= max_age_s]
+        for suite in stale:
+            logger.info("fetching the %s package index again (it was %.0f min old)", suite,
+                        (now - self._fetched.get(suite, 0)) / 60)
+            self._catalogue.pop(suite, None)
+            self._load(suite, _read_index(SUITE_BY_NAME[suite], max_age_s))
+        return stale
+
+    def index_age_s(self) -> float:
+        """How long ago the oldest index read so far was fetched."""
+        return time.time() - min(self._fetched.values()) if self._fetched else 0.0
 
     def in_suite(self, suite: str, name: str) -> list[Package]:
         self.packages(suite)
@@ -361,6 +412,8 @@ class Archive:
 
     def catalogue(self, suite: str) -> dict[str, list[list[object]]]:
         """name -> [[version, provides]] of every package of a suite (dependency checks)."""
+        if self.recorded is not None and suite not in self._catalogue:
+            self._entry(suite)
         if suite not in self._catalogue:
             self._catalogue[suite] = _load_catalogue(SUITE_BY_NAME[suite])
             self._provided[suite] = {str(n) for versions in self._catalogue[suite].values()
