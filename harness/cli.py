@@ -85,7 +85,7 @@ def command_run(args: argparse.Namespace) -> int:
     prepare_process(docker_required=True)
     run_dir = new_run_dir()
     console.print(f"cell {cell.id}: {kernel.spec.spec} ({kernel.identity}) x {stap.spec.spec} ({stap.identity}); "
-                  f"base {cell.base_suite}: {cell.base_reason}; artifacts in {run_dir}")
+                  f"base {cell.base_suite}: {cell.base_reason}; artifacts in {run_dir}", markup=False, highlight=False)
     started = time.monotonic()
     session = Session(Plan((kernel,), (stap,), (cell,)), run_dir, CellContext(reruns=args.reruns), archive, progress)
     try:
@@ -106,7 +106,7 @@ def command_run(args: argparse.Namespace) -> int:
     render_terminal(results, console)
     write_run_reports(run_dir, results)
     console.print(f"{len(results)} test(s) in {time.monotonic() - started:.0f} s; results: {json_path}; "
-                  f"report: {run_dir / 'report.html'}")
+                  f"report: {run_dir / 'report.html'}", markup=False, highlight=False)
     return 0 if all(r.outcome in (Outcome.PASS, Outcome.SKIP) for r in results) else 1
 
 
