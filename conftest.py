@@ -7,15 +7,11 @@ Debian kernel and systemtap package they use are chosen from the archive when th
 Debian's next point release would take away. The matrix items (harness/matrix_items.py)
 need nothing from here: an installed stapmatrix runs them from any directory.
 
-In CI (CI=true, as GitHub sets it) a selftest that skips fails instead, unless the skip is
-expected there and says why: STAPMATRIX_EXPECTED_SKIPS="TEST=why;TEST=why" (TEST a test's
-name or node id). A browser test that quietly skipped on a runner without Chromium tested
-nothing while CI stayed green.
+In CI a selftest that skips fails instead, unless expected (selftests/conftest.py).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,8 +20,7 @@ import pytest
 from selftests.archive_choice import newest_kernel, systemtap_of
 from selftests.cells import CellRun, stapmatrix_run
 
-ROOT = Path(__file__).resolve().parent
-DATA = ROOT / "selftests" / "data"
+DATA = Path(__file__).resolve().parent / "selftests" / "data"
 # The selftests' kernel and systemtap: trixie's newest 6.12 build, sid's systemtap (5.6 today).
 KERNEL_SERIES, KERNEL_RELEASE, STAP_SUITE = "6.12", "trixie", "sid"
 
@@ -73,32 +68,3 @@ def run_cell(tmp_path: Path, deb_kernel: str, deb_stap: str) -> CellRun:
 
     return run
 
-
-def expected_skips() -> dict[str, str]:
-    """STAPMATRIX_EXPECTED_SKIPS as {test: why}; an entry without its reason is refused."""
-    expected = {}
-    for entry in filter(None, (e.strip() for e in os.environ.get("STAPMATRIX_EXPECTED_SKIPS", "").split(";"))):
-        test, _, why = entry.partition("=")
-        if not test.strip() or not why.strip():
-            raise pytest.UsageError(f"STAPMATRIX_EXPECTED_SKIPS: {entry!r} is not TEST=why (say why the skip is expected)")
-        expected[test.strip()] = why.strip()
-    return expected
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    """In CI, a skipped selftest is a failure unless STAPMATRIX_EXPECTED_SKIPS names it."""
-    outcome = yield
-    report = outcome.get_result()
-    if not report.skipped or os.environ.get("CI") != "true" or hasattr(report, "wasxfail"):
-        return
-    if not Path(str(item.fspath)).resolve().is_relative_to(ROOT / "selftests"):
-        return  # the matrix items' skips (DejaGnu UNTESTED) are results, not missing tests
-    expected = expected_skips()
-    if item.name in expected or item.nodeid in expected or item.originalname in expected:  # type: ignore[attr-defined]
-        return
-    reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr).removeprefix("Skipped: ")
-    report.outcome = "failed"
-    report.longrepr = (f"{item.nodeid} skipped in CI ({reason}); a selftest that does not run tests nothing. Fix "
-                       f"the runner, or if the skip is expected there, say why: "
-                       f"STAPMATRIX_EXPECTED_SKIPS=\"{item.name}=why\"")

@@ -53,30 +53,31 @@ def artifact_path(result: Result, name: str) -> tuple[Path | None, str]:
     path = result.artifacts.get(name, "")
     if not path:
         return None, ""
-    real = inside(path, result.root) if result.root else Path(path)
+    real = inside(path, result.root) if result.root else Path(os.path.realpath(path))
     if real is None:
         return None, "outside the run directory its results file is in"
     return real, ""
 
 
-def read_artifact(result: Result, name: str) -> tuple[str | None, str, bool]:
-    """(text, what to say about it, cut): text is None when the record names no such file,
-    or it may not be read (outside its run, not a regular file) or is not here (results
-    copied from another machine without their artifacts); then the second part says why. A
-    file longer than EXCERPT_BYTES gives its end: `cut`, and the second part says how much."""
+def read_artifact(result: Result, name: str) -> tuple[str | None, str, bool, Path | None]:
+    """(text, what to say about it, cut, real path): text is None when the record names no
+    such file, or it may not be read (outside its run, not a regular file) or is not here
+    (results copied from another machine without their artifacts); then the second part says
+    why. A file longer than EXCERPT_BYTES gives its end: `cut`, and the second part says how
+    much of how much."""
     path = result.artifacts.get(name, "")
     if not path:
-        return None, "", False
+        return None, "", False, None
     real, why = artifact_path(result, name)
     if real is None:
-        return None, f"{path}: {why}", False
+        return None, f"{path}: {why}", False, None
     try:
         data, size = read_tail(real, EXCERPT_BYTES)
     except UnreadableFile as error:
-        return None, f"{path} {error}", False
+        return None, f"{path} {error}", False, None
     if size > len(data):
-        return data.decode(errors="replace"), f"the last {size_text(len(data))} of {size_text(size)}", True
-    return data.decode(errors="replace"), path, False
+        return data.decode(errors="replace"), f"the last {size_text(len(data))} of {size_text(size)}", True, real
+    return data.decode(errors="replace"), path, False, real
 
 
 def tail(text: str, lines: int) -> str:
@@ -114,29 +115,26 @@ class Excerpt:
     cut: bool = False  # only the file's end is shown: `path` says how much of how much
 
 
-def _link(result: Result, name: str, link_base: Path | None) -> str:
-    """A `./`-relative link to the artifact from a page in `link_base`, when the artifact may
-    be read and lies under that directory; else none."""
-    real, _ = artifact_path(result, name)
-    if real is None or link_base is None or not real.is_file():
+def _link(real: Path | None, page_dir: str | None) -> str:
+    """A `./`-relative link from a page in `page_dir` (resolved) to an artifact that was read
+    (`real`, resolved), when it lies under that directory; else none."""
+    if real is None or page_dir is None or os.path.commonpath([real, page_dir]) != page_dir:
         return ""
-    contained = inside(real, link_base)
-    if contained is None:
-        return ""
-    return href(str(contained.relative_to(Path(os.path.realpath(link_base)))))
+    return href(os.path.relpath(real, page_dir))
 
 
 EXCERPTS = (("compile_log", "compile log"), ("console", "guest console"), ("stdout", "stdout"), ("stderr", "stderr"))
 
 
 def excerpts(result: Result, link_base: Path | None) -> list[Excerpt]:
+    page_dir = os.path.realpath(link_base) if link_base is not None else None
     shown = []
     for name, title in EXCERPTS:
-        text, about, cut = read_artifact(result, name)
+        text, about, cut, real = read_artifact(result, name)
         if text is not None:
             text = (compile_excerpt(text) if name == "compile_log" else
                     console_excerpt(text, result.test) if name == "console" else tail(text, 80))
-        shown.append(Excerpt(title, text, about, _link(result, name, link_base), cut))
+        shown.append(Excerpt(title, text, about, _link(real, page_dir), cut))
     return shown
 
 
