@@ -277,10 +277,9 @@ def _run(cell: Cell, context: CellContext, cell_dir: Path, progress: Progress, a
 
 def kernel_mismatch(guest: GuestRun, kernel: KernelTree) -> str:
     """Why the tests' outcomes say nothing, when the kernel that booted is not the build whose
-    vmlinux the modules were compiled against (a stap module checks the running kernel's
-    build-id at load time only when both have one; a path: tree rebuilt with `make vmlinux`
-    alone keeps its old bzImage); "" when they match or the guest never booted (its tests
-    already say so)."""
+    vmlinux the modules were compiled against (a path: tree rebuilt with `make vmlinux` alone
+    keeps its old bzImage: the old kernel would be tested as the new one); "" when they match
+    or the guest never booted (its tests already say so)."""
     if not kernel.build_id or guest.boot_failure or guest.boots == 0:
         return ""
     if guest.build_id == kernel.build_id:
