@@ -14,6 +14,7 @@ from typing import Generic, TypeVar
 
 import yaml
 
+from harness.bounded import MIB, UnreadableFile, read_bounded
 from harness.errors import MatrixError
 from harness.kconfig import parse_config_items
 from harness.scripts import TestScript, load_script
@@ -188,15 +189,19 @@ def _parse_kernel_node(node: yaml.Node, path: Path) -> KernelSpec:
 
 # --- the file -----------------------------------------------------------------------------
 
+MATRIX_LIMIT = 16 * MIB  # a matrix of 256 cells is a few KiB
+
+
 def _compose(path: Path) -> yaml.MappingNode:
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = read_bounded(path, MATRIX_LIMIT, "a matrix file")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        line = data[: error.start].count(b"\n") + 1
         raise MatrixError(f"{path}:{line}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
                           f"{error.start}); save the file as UTF-8") from None
-    except OSError as error:
-        raise MatrixError(f"{path}: cannot read the matrix file: {error.strerror}") from None
+    except UnreadableFile as error:
+        raise MatrixError(f"{path}: the matrix file {error}") from None
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as error:

@@ -125,6 +125,14 @@ def test_symlink_loop_as_a_test(folder: Path) -> None:
     assert "matrix.yaml:3: cannot resolve 'loop.stp'" in message and "loop" in message.lower()
 
 
+def test_a_huge_matrix_file_is_not_read(folder: Path) -> None:
+    path = folder / "matrix.yaml"
+    with path.open("wb") as stream:
+        stream.truncate(20 * 1024 * 1024)  # sparse
+    with pytest.raises(MatrixError, match=r"the matrix file is 20.0 MiB, more than the 16.0 MiB a matrix file may be"):
+        load_matrix(path)
+
+
 def test_matrix_that_is_a_directory(folder: Path) -> None:
     with pytest.raises(MatrixError, match="is not a regular file"):
         load_matrix(folder)
