@@ -154,7 +154,8 @@ def test_same_text_under_another_name_is_another_entry(tmp_path: Path, cache_roo
     assert found is not None and found.ok and found.cached and (out / f"{module_a}.ko").exists()
 
 
-@pytest.mark.parametrize("damage", ["module changed", "result truncated", "module missing", "log missing"])
+@pytest.mark.parametrize("damage", ["module changed", "result truncated", "module missing", "log missing",
+                                    "module a FIFO", "log a FIFO"])
 def test_damaged_compile_entry_is_compiled_again(tmp_path: Path, cache_root: Path, damage: str,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     entry, module, _ = _stored_compile(tmp_path, "probe_one", "probe begin { exit() }\n")
@@ -166,6 +167,10 @@ def test_damaged_compile_entry_is_compiled_again(tmp_path: Path, cache_root: Pat
         os.truncate(entry / "result.json", 20)
     elif damage == "module missing":
         (entry / f"{module}.ko").unlink()
+    elif damage.endswith("a FIFO"):  # reading it would wait for a writer forever
+        name = f"{module}.ko" if damage.startswith("module") else "compile.log"
+        (entry / name).unlink()
+        os.mkfifo(entry / name)
     else:
         (entry / "compile.log").unlink()
     out = tmp_path / "out"
