@@ -6,6 +6,8 @@ Debian kernel and systemtap package they use are chosen from the archive when th
 (selftests/archive_choice.py): the newest complete build of a series, never a version
 Debian's next point release would take away. The matrix items (harness/matrix_items.py)
 need nothing from here: an installed stapmatrix runs them from any directory.
+
+In CI a selftest that skips fails instead, unless expected (selftests/conftest.py).
 """
 
 from __future__ import annotations
@@ -65,3 +67,4 @@ def run_cell(tmp_path: Path, deb_kernel: str, deb_stap: str) -> CellRun:
         return stapmatrix_run(tmp_path / f"{name}.json", kernel or deb_kernel, stap or deb_stap, *scripts, args=args)
 
     return run
+

@@ -13,6 +13,7 @@ builds. Parsed indexes are cache entries (harness/cache.py): atomic, checked whe
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import lzma
 import os
@@ -22,6 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from debian.debian_support import Version
 from filelock import FileLock
 
 from harness import cache
+from harness.bounded import MIB, size_text
 from harness.debian_names import valid_name, valid_version
 from harness.errors import InfraError
 from harness.progress import Download, Progress
@@ -70,18 +73,69 @@ class Package:
         return deb822.PkgRelation.parse_relations(self.depends) if self.depends else []  # type: ignore[return-value]
 
 
-def _get(url: str, what: str) -> bytes:
+# Every download is bounded twice: by size (an InRelease file at most INRELEASE_LIMIT, an
+# index or package exactly what the signed InRelease or index lists) and by time (a grace
+# period plus one second per MIN_RATE bytes it should weigh, and no STALL_S without a byte).
+# A socket timeout alone is per read: a mirror sending one byte every 20 s never trips it.
+INRELEASE_LIMIT = 16 * MIB  # sid's is about 100 KiB
+INRELEASE_TIME_SIZE = MIB  # what an InRelease file's time limit allows for
+UNLISTED_LIMIT = 1024 * MIB  # an uncompressed index whose size InRelease does not list
+MIN_RATE = 256 * 1024  # bytes per second: a 1 GB -dbg package may take 68 min
+STALL_S = 60.0
+CHUNK = 1024 * 1024
+
+
+def download_grace_s() -> float:
+    """The fixed part of every download's time limit: STAPMATRIX_DOWNLOAD_GRACE seconds
+    (1 to 3600) for a slow mirror, 60 by default."""
+    value = os.environ.get("STAPMATRIX_DOWNLOAD_GRACE", "")
+    return float(value) if re.fullmatch(r"[0-9]{1,4}", value) and 1 <= int(value) <= 3600 else 60.0
+
+
+class _Bounded(InfraError):
+    """A download that went over its size or time limit: trying again would not help."""
+
+
+def _stream(url: str, what: str, limit: int, sink: Callable[[bytes], object], expected: int | None = None) -> int:
+    """Stream `url` into `sink`; at most `limit` bytes, within the time limit for `expected`
+    bytes (default: `limit`). Returns the number of bytes."""
+    deadline_s = download_grace_s() + (expected or limit) / MIN_RATE
+    started = time.monotonic()
+    done = 0
+    with urllib.request.urlopen(url, timeout=min(STALL_S, deadline_s)) as response:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise _Bounded(f"{url}: the mirror announces {size_text(int(declared))}, more than the "
+                           f"{size_text(limit)} {what} may be; is the mirror a Debian archive?")
+        while chunk := response.read1(CHUNK):  # what has arrived, not a full CHUNK: the clock is checked
+            done += len(chunk)
+            if done > limit:
+                raise _Bounded(f"{url}: the mirror sent more than the {size_text(limit)} {what} may be "
+                               "(a response that does not end); is the mirror a Debian archive?")
+            sink(chunk)
+            if time.monotonic() - started > deadline_s:
+                raise _Bounded(f"{url}: the mirror sent {size_text(done)} in {deadline_s:.0f} s and is not done "
+                               f"(a stalled or very slow mirror); set STAPMATRIX_MIRROR to another, or "
+                               "STAPMATRIX_DOWNLOAD_GRACE to more seconds")
+    return done
+
+
+def _get(url: str, what: str, limit: int = INRELEASE_LIMIT, expected: int = INRELEASE_TIME_SIZE) -> bytes:
     last_error: Exception | None = None
     for attempt in range(3):
+        parts: list[bytes] = []
         try:
-            with urllib.request.urlopen(url, timeout=60) as response:
-                return bytes(response.read())
+            _stream(url, what, limit, parts.append, min(limit, expected))
+            return b"".join(parts)
+        except _Bounded:
+            raise
         except urllib.error.HTTPError as error:
             if error.code == 404:
                 raise InfraError(f"{url}: not found (404); is the mirror a Debian archive with {what}?") from None
             last_error = error
-        except (urllib.error.URLError, OSError) as error:
-            last_error = error
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            stalled = isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError)
+            last_error = InfraError(f"no data for {STALL_S:.0f} s") if stalled else error
         logger.warning("downloading %s failed (%s), attempt %d of 3", url, last_error, attempt + 1)
         time.sleep(2 * (attempt + 1))
     raise InfraError(f"cannot download {url}: {last_error}")
@@ -123,18 +177,32 @@ def _listed_checksum(release_text: str, member: str, url: str) -> tuple[str, int
     raise InfraError(f"{url} lists no SHA256 for {member}")
 
 
+def _listed_size(release_text: str, member: str) -> int | None:
+    for entry in deb822.Release(release_text).get("SHA256", []):
+        if entry["name"] == member:
+            return int(entry["size"])
+    return None
+
+
 def _download_index(suite: Suite) -> bytes:
     base = f"{suite.url()}/dists/{suite.name}"
-    release_text = verified_release(_get(f"{base}/InRelease", f"the suite {suite.name}"), f"{base}/InRelease")
+    release_text = verified_release(_get(f"{base}/InRelease", "an InRelease file"), f"{base}/InRelease")
     sha256, size = _listed_checksum(release_text, "main/binary-amd64/Packages.xz", f"{base}/InRelease")
-    data = _get(f"{base}/main/binary-amd64/Packages.xz", f"the suite {suite.name}")
+    data = _get(f"{base}/main/binary-amd64/Packages.xz", "this index (its signed InRelease lists the size)", size, size)
     if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
         raise InfraError(f"{base}/main/binary-amd64/Packages.xz does not match the SHA256 its signed "
                          "InRelease lists (a broken download or a stale mirror)")
+    # Decompressed no further than the size InRelease lists for the plain index.
+    limit = _listed_size(release_text, "main/binary-amd64/Packages") or UNLISTED_LIMIT
     try:
-        return lzma.decompress(data)
+        decompressor = lzma.LZMADecompressor()
+        text = decompressor.decompress(data, max_length=limit + 1)
     except lzma.LZMAError as error:
         raise InfraError(f"{base}/main/binary-amd64/Packages.xz: cannot decompress: {error}") from None
+    if len(text) > limit:
+        raise InfraError(f"{base}/main/binary-amd64/Packages.xz decompresses to more than the {size_text(limit)} "
+                         "its signed InRelease lists")
+    return text
 
 
 def _field(block: str, name: str) -> str:
@@ -180,13 +248,14 @@ def _index_paths(suite: Suite) -> tuple[Path, Path]:
     return directory / f"{stem}.json", directory / f"{stem}.catalogue.json"
 
 
-def _refresh(suite: Suite) -> None:
-    """Fetch, verify and parse the suite's index into its two cache entries, unless fresh."""
+def _refresh(suite: Suite, max_age_s: float = _INDEX_MAX_AGE_S) -> None:
+    """Fetch, verify and parse the suite's index into its two cache entries, unless fresh
+    (fetched less than `max_age_s` ago)."""
     main_path, catalogue_path = _index_paths(suite)
     entry = cache.read_entry(main_path)
     if entry is not None and entry.get("format") != INDEX_FORMAT:
         entry = None
-    fresh = entry is not None and time.time() - float(entry["fetched"]) < _INDEX_MAX_AGE_S \
+    fresh = entry is not None and time.time() - float(entry["fetched"]) < max_age_s \
         and catalogue_path.exists()
     if fresh or os.environ.get("STAPMATRIX_OFFLINE"):
         if entry is None:
@@ -204,11 +273,11 @@ def _refresh(suite: Suite) -> None:
                                   "packages": interesting})
 
 
-def _read_index(suite: Suite) -> dict[str, Any]:
+def _read_index(suite: Suite, max_age_s: float = _INDEX_MAX_AGE_S) -> dict[str, Any]:
     """The suite's index entry (fetched first if stale): its packages, URL and fetch time."""
     main_path, _ = _index_paths(suite)
     with FileLock(str(main_path) + ".lock", timeout=900):
-        _refresh(suite)
+        _refresh(suite, max_age_s)
         entry = cache.read_entry(main_path)
     if entry is None:
         raise InfraError(f"the package index of {suite.name} could not be read back from {main_path}")
@@ -254,28 +323,78 @@ class KernelAbi:
     suite: str
 
 
-class Archive:
-    """The packages of every suite, loaded lazily and once per process."""
+def recorded_index(directory: Path, suite: Suite) -> tuple[dict[str, Any], dict[str, list[list[object]]]]:
+    """(index entry, catalogue) of a recorded index: DIRECTORY/SUITE.Packages, stanzas as the
+    archive's Packages file has them, parsed exactly as a download is (a suite without a file
+    has no packages). The selftests plan from these, so that a test about planning does not
+    depend on what the archive carries this month."""
+    path = directory / f"{suite.name}.Packages"
+    text = path.read_text() if path.exists() else ""
+    records = parse_index(text, suite.name)
+    catalogue: dict[str, list[list[object]]] = {}
+    for name, version, provides, *_ in records:
+        catalogue.setdefault(str(name), []).append([version, provides])
+    entry = {"format": INDEX_FORMAT, "url": f"recorded:{path}", "fetched": path.stat().st_mtime if text else 0,
+             "packages": [r for r in records if r[5]]}
+    return entry, catalogue
 
-    def __init__(self, suites: tuple[Suite, ...] = SUITES) -> None:
+
+class Archive:
+    """The packages of every suite, loaded lazily and once per process; from the mirror, or
+    (`recorded`) from recorded index files (recorded_index)."""
+
+    def __init__(self, suites: tuple[Suite, ...] = SUITES, recorded: Path | None = None) -> None:
         self.suites = suites
+        self.recorded = recorded
         self._by_suite: dict[str, list[Package]] = {}
         self._by_name: dict[str, dict[str, list[Package]]] = {}
         self._catalogue: dict[str, dict[str, list[list[object]]]] = {}
         self._provided: dict[str, set[str]] = {}
         self._stamps: dict[str, str] = {}  # suite -> where and when its index was fetched
+        self._fetched: dict[str, float] = {}  # suite -> when its index was fetched
+
+    def _entry(self, suite: str, max_age_s: float = _INDEX_MAX_AGE_S) -> dict[str, Any]:
+        if self.recorded is not None:
+            entry, self._catalogue[suite] = recorded_index(self.recorded, SUITE_BY_NAME[suite])
+            self._provided[suite] = {str(n) for versions in self._catalogue[suite].values()
+                                     for _, provides in versions for n in provides}  # type: ignore[attr-defined]
+            return entry
+        return _read_index(SUITE_BY_NAME[suite], max_age_s)
 
     def packages(self, suite: str) -> list[Package]:
         """The packages stapmatrix resolves (kernels, systemtap, compilers) of a suite."""
         if suite not in self._by_suite:
-            entry = _read_index(SUITE_BY_NAME[suite])
-            self._stamps[suite] = f"{suite}:{entry.get('url', '')}:{entry.get('fetched', '')}"
-            self._by_suite[suite] = _packages_of(entry, SUITE_BY_NAME[suite])
-            by_name: dict[str, list[Package]] = {}
-            for package in self._by_suite[suite]:
-                by_name.setdefault(package.name, []).append(package)
-            self._by_name[suite] = by_name
+            self._load(suite, self._entry(suite))
         return self._by_suite[suite]
+
+    def _load(self, suite: str, entry: dict[str, Any]) -> None:
+        self._stamps[suite] = f"{suite}:{entry.get('url', '')}:{entry.get('fetched', '')}"
+        self._fetched[suite] = float(entry.get("fetched") or 0)
+        self._by_suite[suite] = _packages_of(entry, SUITE_BY_NAME[suite])
+        by_name: dict[str, list[Package]] = {}
+        for package in self._by_suite[suite]:
+            by_name.setdefault(package.name, []).append(package)
+        self._by_name[suite] = by_name
+
+    def refetch(self, max_age_s: float) -> list[str]:
+        """Fetch again the indexes read so far that are older than `max_age_s` (a kernel
+        published since the cached index was fetched is otherwise refused for up to six
+        hours: a new security update, say). The suites fetched again; none when offline or
+        recorded."""
+        if self.recorded is not None or os.environ.get("STAPMATRIX_OFFLINE"):
+            return []
+        now = time.time()
+        stale = [s for s in list(self._by_suite) if now - self._fetched.get(s, 0) >= max_age_s]
+        for suite in stale:
+            logger.info("fetching the %s package index again (it was %.0f min old)", suite,
+                        (now - self._fetched.get(suite, 0)) / 60)
+            self._catalogue.pop(suite, None)
+            self._load(suite, _read_index(SUITE_BY_NAME[suite], max_age_s))
+        return stale
+
+    def index_age_s(self) -> float:
+        """How long ago the oldest index read so far was fetched."""
+        return time.time() - min(self._fetched.values()) if self._fetched else 0.0
 
     def in_suite(self, suite: str, name: str) -> list[Package]:
         self.packages(suite)
@@ -293,6 +412,8 @@ class Archive:
 
     def catalogue(self, suite: str) -> dict[str, list[list[object]]]:
         """name -> [[version, provides]] of every package of a suite (dependency checks)."""
+        if self.recorded is not None and suite not in self._catalogue:
+            self._entry(suite)
         if suite not in self._catalogue:
             self._catalogue[suite] = _load_catalogue(SUITE_BY_NAME[suite])
             self._provided[suite] = {str(n) for versions in self._catalogue[suite].values()
@@ -357,33 +478,44 @@ def _meets(version: str, constraint: tuple[str, str]) -> bool:
 
 
 def download(package: Package, directory: Path, progress: Progress) -> Path:
-    """Download a .deb from the pool of the suite that lists it, checking the SHA256 the signed
-    index gives; reports size and rate every few seconds (a -dbg package is about 1 GB)."""
+    """Download a .deb from the pool of the suite that lists it, checking the size and SHA256
+    the signed index gives (no byte more is read, within the time that size allows); reports
+    size and rate every few seconds (a -dbg package is about 1 GB)."""
     if not package.filename:
         raise InfraError(f"{package.pinned}: the index gave no file for it")
     url = f"{SUITE_BY_NAME[package.suite].url()}/{package.filename}"
     target = directory / Path(package.filename).name
     digest = hashlib.sha256()
-    started = last = time.monotonic()
-    done = 0
+    started = time.monotonic()
+    last = [started]
+    done = [0]
     mib = 1024 * 1024
+    limit = package.size or UNLISTED_LIMIT
+
+    def sink(chunk: bytes) -> None:
+        out.write(chunk)
+        digest.update(chunk)
+        done[0] += len(chunk)
+        now = time.monotonic()
+        if now - last[0] >= 10:
+            progress(Download(package.name, done[0], package.size, now - started))
+            last[0] = now
+
     try:
-        with urllib.request.urlopen(url, timeout=120) as response, target.open("wb") as out:
-            while chunk := response.read(4 * mib):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                now = time.monotonic()
-                if now - last >= 10:
-                    progress(Download(package.name, done, package.size, now - started))
-                    last = now
-    except (urllib.error.URLError, OSError) as error:
+        with target.open("wb") as out:
+            _stream(url, f"{package.pinned} (its signed index lists the size)", limit, sink)
+    except _Bounded:
         target.unlink(missing_ok=True)
+        raise
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        target.unlink(missing_ok=True)
+        if isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError):
+            raise InfraError(f"downloading {url} failed: the mirror sent nothing for {STALL_S:.0f} s") from None
         raise InfraError(f"downloading {url} failed: {error}") from None
     if digest.hexdigest() != package.sha256:
         target.unlink(missing_ok=True)
         raise InfraError(f"{url}: SHA256 does not match the signed index (a broken download or a changed mirror)")
     seconds = time.monotonic() - started
     if package.size > 50 * mib:
-        progress(Download(package.name, done, package.size, seconds, finished=True))
+        progress(Download(package.name, done[0], package.size, seconds, finished=True))
     return target

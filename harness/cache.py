@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.bounded import MIB, UnreadableFile, read_bounded
 from harness.errors import InfraError
 
 logger = logging.getLogger(__name__)
@@ -86,13 +87,18 @@ def write_entry(path: Path, payload: Any) -> None:
     atomic_write_bytes(path, json.dumps(record).encode())
 
 
+# The largest entry is sid's package catalogue (about 7 MiB); a FIFO or device put where an
+# entry belongs, or a runaway file, must not hang or exhaust the reader.
+ENTRY_LIMIT = 256 * MIB
+
+
 def read_entry(path: Path) -> Any | None:
     """The payload, or None when there is no entry or it is damaged (then it is removed)."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except (OSError, UnicodeDecodeError) as error:
+    try:
+        text = read_bounded(path, ENTRY_LIMIT, "a cache entry").decode()
+    except (UnreadableFile, UnicodeDecodeError) as error:
         _discard(path, f"unreadable ({error})")
         return None
     try:

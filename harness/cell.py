@@ -293,6 +293,9 @@ def _scripts(cell: Cell, context: CellContext, cell_images: CellImages, guest_di
     run.stages["run"] = Stage(time.monotonic() - started, False)
     if guest.build_id:
         run.guest_build_id = guest.build_id
+    mismatch = kernel_mismatch(guest, cell_images.kernel)
+    if mismatch:
+        return run.errors(mismatch, names)
     return [_final(script, compiled[script.name], tries[script.name], context, run, guest_dir)
             for script in cell.tests]
 
@@ -334,6 +337,9 @@ def _examples(cell: Cell, context: CellContext, cell_images: CellImages, guest_d
     except InfraError as error:
         return run.errors(f"running the examples failed: {error}", names)
     run.guest_build_id = run.guest_build_id or build_id
+    mismatch = booted_mismatch(build_id, cell_images.kernel) if build_id else ""
+    if mismatch:
+        return run.errors(mismatch, names)
     results = []
     for verdict in verdicts:
         test = verdict.test
@@ -348,6 +354,27 @@ def _examples(cell: Cell, context: CellContext, cell_images: CellImages, guest_d
             xfail_reason=rule.reason if rule and outcome is Outcome.XFAIL else "", actual=actual,
             tries=[Try(o.value, d) for o, d in verdict.tries]))
     return results
+
+
+def kernel_mismatch(guest: GuestRun, kernel: KernelTree) -> str:
+    """Why the tests' outcomes say nothing, when the kernel that booted is not the build whose
+    vmlinux the modules were compiled against (a path: tree rebuilt with `make vmlinux` alone
+    keeps its old bzImage: the old kernel would be tested as the new one); "" when they match
+    or the guest never booted (its tests already say so)."""
+    if guest.boot_failure or guest.boots == 0:
+        return ""
+    return booted_mismatch(guest.build_id, kernel)
+
+
+def booted_mismatch(build_id: str, kernel: KernelTree) -> str:
+    """kernel_mismatch for a guest that booted and reported `build_id`."""
+    if not kernel.build_id or build_id == kernel.build_id:
+        return ""
+    booted = f"build-id {build_id}" if build_id else "no build-id (/sys/kernel/notes held no GNU note)"
+    return (f"the guest booted a kernel with {booted}, but the modules were compiled against "
+            f"{kernel.root / kernel.vmlinux} with build-id {kernel.build_id}: {kernel.vmlinuz} and vmlinux are "
+            "not one build, so no test here says anything about it. For a path: tree, run `make` (bzImage and "
+            "vmlinux), not `make vmlinux` alone; for a kernel store entry, `stapmatrix clean --kernels`")
 
 
 Verdict = tuple[Outcome, str, dict[str, str]]

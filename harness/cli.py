@@ -19,11 +19,13 @@ import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.status import Status
+from rich.text import Text
 
 from harness import docker_env, kernel_store, kernels, staps
 from harness.archive import Archive
@@ -33,6 +35,8 @@ from harness.kconfig import parse_config_items
 from harness.outcomes import Outcome
 from harness.plan import Cell, Plan, make_cell, stap_tests
 from harness.report import diff as report_diff
+from harness.report.escape import terminal, terminal_line
+from harness.report.grid import cell_id
 from harness.report.html import render_html, write_run_reports
 from harness.report.junit import write_junit
 from harness.report.load import load_runs, write_merged
@@ -41,7 +45,7 @@ from harness.report.terminal import render_terminal
 from harness.scripts import load_script
 from harness.session import Session, new_run_dir, plan_matrix, prepare_process
 from harness.settings import mirror, security_mirror
-from harness.specs import expand_path, parse_kernel_spec, parse_stap_spec
+from harness.specs import CELL_ID_RE, check_value, expand_path, parse_kernel_spec, parse_stap_spec
 from harness.testsets import EXAMPLES, make_test_set
 
 console = Console(stderr=True, soft_wrap=True)
@@ -89,7 +93,7 @@ def command_run(args: argparse.Namespace) -> int:
     prepare_process(docker_required=True)
     run_dir = new_run_dir()
     console.print(f"cell {cell.id}: {kernel.spec.spec} ({kernel.identity}) x {stap.spec.spec} ({stap.identity}); "
-                  f"base {cell.base_suite}: {cell.base_reason}; artifacts in {run_dir}")
+                  f"base {cell.base_suite}: {cell.base_reason}; artifacts in {run_dir}", markup=False, highlight=False)
     started = time.monotonic()
     session = Session(Plan((kernel,), (stap,), (cell,)), run_dir, CellContext(reruns=args.reruns), archive, progress)
     try:
@@ -104,13 +108,13 @@ def command_run(args: argparse.Namespace) -> int:
     results = session.merge(json_path)
     for result in results:
         style = STYLE.get(result.outcome, "red")
-        console.print(f"[{style}]{result.outcome.value:12}[/] {cell.id} {result.test}")
+        console.print(Text(f"{result.outcome.value:12}", style=style) + Text(f" {cell.id} {terminal_line(result.test)}"))
         if result.detail:
-            console.print("    " + result.detail.replace("\n", "\n    "), markup=False, highlight=False)
+            console.print("    " + terminal(result.detail).replace("\n", "\n    "), markup=False, highlight=False)
     render_terminal(results, console)
     write_run_reports(run_dir, results)
     console.print(f"{len(results)} test(s) in {time.monotonic() - started:.0f} s; results: {json_path}; "
-                  f"report: {run_dir / 'report.html'}")
+                  f"report: {run_dir / 'report.html'}", markup=False, highlight=False)
     return 0 if all(r.outcome in (Outcome.PASS, Outcome.SKIP) for r in results) else 1
 
 
@@ -159,6 +163,7 @@ def command_check(args: argparse.Namespace) -> int:
 
 
 GITHUB_MATRIX_LIMIT = 256  # jobs one GitHub Actions matrix may generate
+ARTIFACT_PREFIX_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def github_matrix(plan: Plan, matrix_path: Path) -> dict[str, list[dict[str, str]]]:
@@ -178,6 +183,10 @@ def github_matrix(plan: Plan, matrix_path: Path) -> dict[str, list[dict[str, str
 def command_plan(args: argparse.Namespace) -> int:
     """The cells of a matrix, checked like `check` does (every kernel and systemtap build
     resolved): one id per line, or with --github a job matrix for GitHub Actions."""
+    if args.artifact_prefix is not None and not ARTIFACT_PREFIX_RE.fullmatch(args.artifact_prefix):
+        raise MatrixError(f"--artifact-prefix {args.artifact_prefix!r}: give letters, digits, '.', '_' and '-' only "
+                          "(up to 64): artifacts are named PREFIX=cell=ID and cache keys PREFIX/..., so a prefix "
+                          "with '=' or '/' could match another call's")
     matrix, plan = plan_matrix(Path(args.matrix), Archive())
     for line in describe_plan(matrix.path, plan):
         console.print(line, markup=False, highlight=False)
@@ -200,6 +209,9 @@ def add_plan_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
                            f"more than {GITHUB_MATRIX_LIMIT} cells is an error")
     plan.add_argument("--github-output", metavar="FILE",
                       help="with --github: also append `matrix=JSON` and `cells=N` to FILE ($GITHUB_OUTPUT)")
+    plan.add_argument("--artifact-prefix", metavar="NAME",
+                      help="check NAME, the workflow's prefix of artifact names and cache keys: letters, digits, "
+                           "'.', '_', '-'")
     plan.set_defaults(handler=command_plan)
 
 
@@ -222,28 +234,83 @@ def command_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_output(option: str, path: Path, write: Callable[[Path], object]) -> None:
+    """Write one output file of `report`; a path that cannot be written (a directory, a
+    missing parent that cannot be made, no permission) is bad input naming the option."""
+    if path.is_dir():
+        raise MatrixError(f"{option} {path} is a directory: give a file name (e.g. {path / 'report.out'})")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+    except OSError as error:
+        raise MatrixError(f"{option} {path}: cannot write it: {error.strerror or error}") from None
+
+
+def expected_cells(text: str) -> list[str]:
+    """The cells a run was planned to have: `stapmatrix plan --github`'s job matrix
+    ({"include": [{"cell": ID}, ...]}) or ids separated by commas or white space."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            include = json.loads(stripped)["include"]
+            cells = [str(entry["cell"]) for entry in include]
+        except (ValueError, KeyError, TypeError):
+            raise MatrixError("--expect-cells: not the job matrix `stapmatrix plan --github` prints "
+                              '({"include": [{"cell": ID, ...}, ...]}) nor a list of cell ids') from None
+    else:
+        cells = [c for c in re.split(r"[\s,]+", stripped) if c]
+    for cell in cells:
+        check_value(cell, CELL_ID_RE, "--expect-cells", "cell id", "6.12.118+deb13-amd64-stap5.6-1")
+    return cells
+
+
 def command_report(args: argparse.Namespace) -> int:
-    """The grid of one run, or of several merged (shards of one matrix); files on request."""
+    """The grid of one run, or of several merged (shards of one matrix); files on request.
+    With --expect-cells, exit 1 naming every planned cell that brought no result."""
     results = load_runs(Path(p) for p in args.runs)
+    expected = expected_cells(args.expect_cells) if args.expect_cells is not None else []
     render_terminal(results, Console())
     if args.html:
         html_path = Path(args.html)
-        html_path.parent.mkdir(parents=True, exist_ok=True)
-        html_path.write_text(render_html(results, link_base=html_path.parent.resolve()))
+        write_output("--html", html_path,
+                     lambda p: p.write_text(render_html(results, link_base=p.parent.resolve())))
     if args.markdown:
-        Path(args.markdown).write_text(render_markdown(results))
+        write_output("--markdown", Path(args.markdown), lambda p: p.write_text(render_markdown(results)))
     if args.json:
-        write_merged(Path(args.json), results)
+        left_out: list[int] = []
+        write_output("--json", Path(args.json), lambda p: left_out.append(write_merged(p, results)))
+        if left_out and left_out[0]:
+            console.print(f"stapmatrix: {left_out[0]} artifact path(s) lie outside {Path(args.json).parent} and "
+                          f"were left out of {args.json}: write the merged file in a directory that holds the runs",
+                          markup=False, highlight=False)
     if args.junit:
-        write_junit(Path(args.junit), results)
+        write_output("--junit", Path(args.junit), lambda p: write_junit(p, results))
+    if args.expect_cells is not None:
+        brought = {cell_id(r) for r in results}
+        missing = [cell for cell in expected if cell not in brought]
+        if missing:
+            console.print(Text(f"stapmatrix: {len(missing)} of {len(expected)} planned cell(s) brought no results: "
+                               + ", ".join(missing) + " (their jobs failed before writing results, or uploaded "
+                               "nothing: see those jobs' logs)", style="red"))
+            return 1
     return 0
 
 
 def command_diff(args: argparse.Namespace) -> int:
-    """Exit 1 only for regressions: flaky and infrastructure errors are reported apart."""
+    """Exit 1 for regressions (flaky and infrastructure errors are reported apart), and with
+    --fail-on-vanished for cells or tests of the base run that the new run does not have."""
     diff = report_diff.diff_results(load_runs([Path(args.base)]), load_runs([Path(args.new)]))
     sys.stdout.write(report_diff.DIFF_FORMATS[args.format](diff))
-    return 1 if diff.regressed else 0
+    if diff.regressed:
+        return 1
+    vanished = [f"{k} x {s}" for k, s in diff.cells_vanished] + \
+        [f"{c.key[0]} x {c.key[1]} {c.key[2]}" for c in diff.groups["vanished"]]
+    if args.fail_on_vanished and vanished:
+        console.print(Text(f"stapmatrix: {len(vanished)} cell(s) or test(s) of {args.base} are not in {args.new}: "
+                           + terminal_line(", ".join(vanished[:20])) + (" ..." if len(vanished) > 20 else ""),
+                           style="red"))
+        return 1
+    return 0
 
 
 def add_report_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -254,11 +321,16 @@ def add_report_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     show.add_argument("--markdown", metavar="FILE", help="write the grid and failures as markdown (a CI summary)")
     show.add_argument("--json", metavar="FILE", help="write the merged results.json (paths relative to FILE)")
     show.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per result")
+    show.add_argument("--expect-cells", metavar="CELLS",
+                      help="the planned cells (`stapmatrix plan --github`'s JSON, or ids): exit 1 naming each "
+                           "that brought no results")
     show.set_defaults(handler=command_report)
     diff = commands.add_parser("diff", help="compare two runs: regressions, fixes, changes; exit 1 on a regression")
     diff.add_argument("base", metavar="BASE", help="the run before: a results.json or a run directory")
     diff.add_argument("new", metavar="NEW", help="the run after")
     diff.add_argument("--format", choices=sorted(report_diff.DIFF_FORMATS), default="text")
+    diff.add_argument("--fail-on-vanished", action="store_true",
+                      help="exit 1 when cells or tests of BASE are missing from NEW (a job that brought nothing)")
     diff.set_defaults(handler=command_diff)
 
 
@@ -339,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except StapmatrixError as error:
-        console.print(f"[red]stapmatrix: {error}[/]", markup=True, highlight=False)
+        # Plain text, never markup: a path or name with `[/]` in it is not a rich tag.
+        console.print(Text(f"stapmatrix: {terminal(str(error))}", style="red"), highlight=False)
         return 2
     except KeyboardInterrupt:
         if docker_env.connected():  # check, report, diff never connect: nothing to wait for

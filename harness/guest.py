@@ -249,6 +249,7 @@ def parse_results(text: str, boot: int, runs: dict[str, TestRun],
                 chunks.setdefault((kind, words[2]), []).append(words[3])
             elif kind == "END" and len(words) >= 3 and words[2] in runs:
                 runs[words[2]].ended = True
+                current = ""  # a damaged line after a test's end is not that test's
             elif kind == "DONE":
                 done = True
             elif kind not in ("STAPSH", "TAINT"):

@@ -13,10 +13,12 @@ dependency, a typo, an option this kernel does not have) fails the build with it
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.bounded import MIB, UnreadableFile, read_bounded
 from harness.errors import InfraError, MatrixError
 from harness.files import KERNEL_CONFIG_DIR
 
@@ -24,9 +26,12 @@ FRAGMENTS_DIR = KERNEL_CONFIG_DIR
 REQUIRED_FRAGMENTS = ("systemtap.config", "guest.config")
 BASE_TARGETS = ("defconfig", "x86_64_defconfig", "tinyconfig", "allnoconfig")
 DEFAULT_CONFIG = ("base:defconfig", "target:kvm_guest.config")
-OPTION_LINE_RE = re.compile(r'^CONFIG_[A-Z0-9_]+=(y|m|n|-?[0-9]+|0x[0-9a-fA-F]+|"[^"\\$`]*")$')
-NOT_SET_RE = re.compile(r"^# CONFIG_[A-Z0-9_]+ is not set$")
-TARGET_RE = re.compile(r"^[a-z0-9_]+\.config$")
+# Matched whole (fullmatch): a value holds no newline or other control character, or a
+# `CONFIG_X="a\nCONFIG_MODULES=n"` item would become two lines of the merged fragment.
+OPTION_LINE_RE = re.compile(r'CONFIG_[A-Z0-9_]+=(y|m|n|-?[0-9]+|0x[0-9a-fA-F]+|"[^"\\$`\x00-\x1f\x7f]*")')
+NOT_SET_RE = re.compile(r"# CONFIG_[A-Z0-9_]+ is not set")
+CONFIG_FILE_LIMIT = 4 * MIB  # Debian's whole .config is about 280 KiB
+TARGET_RE = re.compile(r"[a-z0-9_]+\.config")
 FULL_CONFIG_MARK = "# Automatically generated file; DO NOT EDIT."
 
 
@@ -45,17 +50,33 @@ class Wanted:
 
 
 def _fragment_lines(text: str, where: str) -> list[str]:
-    """The option lines of a fragment; anything else but comments and blank lines is an error."""
+    """The option lines of a fragment; anything else but comments and blank lines is an error
+    naming the line by its number only: a file given by mistake (a key, the environment
+    through /proc) must not end up in a CI log."""
     lines = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or (line.startswith("#") and not NOT_SET_RE.match(line)):
+    for number, raw in enumerate(text.split("\n"), 1):
+        line = raw.strip(" \t\r")
+        if not line or (line.startswith("#") and not NOT_SET_RE.fullmatch(line)):
             continue
-        if not OPTION_LINE_RE.match(line) and not NOT_SET_RE.match(line):
-            raise MatrixError(f"{where}:{number}: {line!r} is not a kernel config line "
-                              "(CONFIG_X=y, CONFIG_X=m, CONFIG_X=123, CONFIG_X=\"text\" or '# CONFIG_X is not set')")
+        if not OPTION_LINE_RE.fullmatch(line) and not NOT_SET_RE.fullmatch(line):
+            raise MatrixError(f"{where}:{number}: not a kernel config line (CONFIG_X=y, CONFIG_X=m, CONFIG_X=123, "
+                              "CONFIG_X=\"text\" or '# CONFIG_X is not set'); is this a kernel config fragment?")
         lines.append(line)
     return lines
+
+
+def read_config_file(path: Path, where: str) -> str:
+    """A config file's text: a regular file (a symlink is followed to one) of at most
+    CONFIG_FILE_LIMIT, in UTF-8; never a directory, FIFO or device."""
+    try:
+        data = read_bounded(path, CONFIG_FILE_LIMIT, "a kernel config file")
+    except UnreadableFile as error:
+        raise MatrixError(f"{where}: config file {path} {error}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise MatrixError(f"{where}: config file {path}:{line} is not UTF-8 text: is it a kernel config?") from None
 
 
 def parse_config_items(items: list[tuple[str, str]], base_dir: Path) -> tuple[str, ...]:
@@ -64,9 +85,12 @@ def parse_config_items(items: list[tuple[str, str]], base_dir: Path) -> tuple[st
     A base may only come first; without one, defconfig is the base."""
     normalised: list[str] = []
     for index, (text, where) in enumerate(items):
-        if OPTION_LINE_RE.match(text) or NOT_SET_RE.match(text):
+        if OPTION_LINE_RE.fullmatch(text) or NOT_SET_RE.fullmatch(text):
             normalised.append(f"line:{text}")
             continue
+        if text.startswith(("CONFIG_", "# CONFIG_")):
+            raise MatrixError(f"{where}: config line {text[:60]!r} is not CONFIG_X=y, CONFIG_X=m, CONFIG_X=123, "
+                              "CONFIG_X=\"text\" (one line, no control characters) or '# CONFIG_X is not set'")
         if text in BASE_TARGETS:
             if index != 0:
                 raise MatrixError(f"{where}: {text} is a base configuration and must come first in config:")
@@ -74,11 +98,8 @@ def parse_config_items(items: list[tuple[str, str]], base_dir: Path) -> tuple[st
             continue
         candidate = Path(text).expanduser()
         candidate = candidate if candidate.is_absolute() else base_dir / candidate
-        if candidate.is_file():
-            try:
-                content = candidate.read_text()
-            except (OSError, UnicodeDecodeError) as error:
-                raise MatrixError(f"{where}: cannot read config file {candidate}: {error}") from None
+        if os.path.lexists(candidate):  # a file of that name is what was meant, whatever it is
+            content = read_config_file(candidate, where)
             _fragment_lines(content, str(candidate))
             if content.startswith(FULL_CONFIG_MARK) or "\n" + FULL_CONFIG_MARK in content[:200]:
                 if index != 0:
@@ -87,7 +108,7 @@ def parse_config_items(items: list[tuple[str, str]], base_dir: Path) -> tuple[st
             else:
                 normalised.append(f"file:{candidate.resolve()}")
             continue
-        if TARGET_RE.match(text):
+        if TARGET_RE.fullmatch(text):
             normalised.append(f"target:{text}")
             continue
         raise MatrixError(
@@ -133,7 +154,7 @@ def wanted_options(items: tuple[str, ...]) -> list[Wanted]:
             found = _wanted(value, "config: line")
             wanted[found.option] = found
         elif kind == "file":
-            for line in _fragment_lines(Path(value).read_text(), value):
+            for line in _fragment_lines(read_config_file(Path(value), value), value):
                 found = _wanted(line, value)
                 wanted[found.option] = found
     for found in required_options():
@@ -173,7 +194,7 @@ def items_digest(items: tuple[str, ...]) -> str:
         digest.update(item.encode() + b"\0")
         kind, _, value = item.partition(":")
         if kind in ("file", "full"):
-            digest.update(Path(value).read_bytes() + b"\0")
+            digest.update(read_config_file(Path(value), value).encode() + b"\0")
     for name, text in sorted(required_fragments().items()):
         digest.update(name.encode() + b"\0" + text.encode() + b"\0")
     return digest.hexdigest()

@@ -110,14 +110,33 @@ def _compilers(archive: Archive, headers: Package) -> tuple[str, ...]:
     return tuple(sorted(set(compilers)))
 
 
+def _packages(archive: Archive, abi: str) -> tuple[Package | None, Package | None, Package | None]:
+    """(-dbg, image, headers) of a kernel, the last two at the -dbg package's version. The image
+    is the signed `linux-image-ABI` or its `-unsigned` twin, whichever the archive has: the
+    signed build of a security update is published hours or days after the unsigned one (on
+    2026-12-02 bookworm-security had 6.12.118's -unsigned, -dbg and headers, and no signed
+    image yet), and both hold the same kernel."""
+    dbg = archive.find(f"linux-image-{abi}-dbg")
+    if dbg is None:
+        return None, None, None
+    version = dbg.version
+    image = archive.find(f"linux-image-{abi}", version) or archive.find(f"linux-image-{abi}-unsigned", version)
+    return dbg, image, archive.find(f"linux-headers-{abi}", version)
+
+
+# A kernel the cached indexes lack is looked up again in indexes fetched anew when those are
+# older than this: a security update published since would otherwise be refused for hours.
+REFETCH_AGE_S = 15 * 60
+
+
 def resolve(spec: KernelSpec, where: str, archive: Archive) -> KernelBuild:
     abi = spec.value
-    dbg = archive.find(f"linux-image-{abi}-dbg")
+    dbg, image, headers = _packages(archive, abi)
+    if (dbg is None or image is None or headers is None) and archive.refetch(REFETCH_AGE_S):
+        dbg, image, headers = _packages(archive, abi)
     if dbg is None:
         raise MatrixError(missing_message(archive, abi, where))
     version = dbg.version
-    image = archive.find(f"linux-image-{abi}", version) or archive.find(f"linux-image-{abi}-unsigned", version)
-    headers = archive.find(f"linux-headers-{abi}", version)
     if image is None or headers is None:
         raise MatrixError(f"{where}: kernel {abi} {version} ({dbg.suite}) lacks its "
                           f"{'image' if image is None else 'headers'} package at that version")

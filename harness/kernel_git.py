@@ -106,7 +106,10 @@ def _checkout(spec: KernelSpec, commit: str, source: Path) -> None:
 
 
 def _config_files(items: tuple[str, ...], directory: Path) -> tuple[str, list[str]]:
-    """(base argument, fragment arguments) of build-kernel.sh, with files copied to /config."""
+    """(base argument, fragment arguments) of build-kernel.sh, with files copied to /config.
+    The copies are named by their position only: a user's file name (spaces, `*`, `$(...)`)
+    never reaches the build script, and what is copied is what planning checked (read again
+    as a regular file of bounded size, harness/kconfig.py)."""
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     base = "defconfig"
@@ -117,13 +120,13 @@ def _config_files(items: tuple[str, ...], directory: Path) -> tuple[str, list[st
         if kind == "base":
             base = value
         elif kind == "full":
-            shutil.copy(value, directory / "base.config")
+            (directory / "base.config").write_text(kconfig.read_config_file(Path(value), value))
             base = "file:/config/base.config"
         elif kind == "target":
             fragments.append(f"target:{value}")
         elif kind == "file":
-            name = f"{index:02d}-{Path(value).name}"
-            shutil.copy(value, directory / name)
+            name = f"{index:02d}-fragment.config"
+            (directory / name).write_text(kconfig.read_config_file(Path(value), value))
             fragments.append(f"/config/{name}")
         elif kind == "line":
             lines.append(value)

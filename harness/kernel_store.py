@@ -30,6 +30,7 @@ import docker.types
 from filelock import FileLock
 
 from harness import cache, docker_env
+from harness.elf import build_id, is_build_id
 from harness.errors import BuildVerdictError, InfraError
 from harness.progress import KernelReady, Progress
 from harness.settings import cache_dir
@@ -100,7 +101,24 @@ def find(key: str) -> KernelTree | None:
         logger.warning("kernel tree %s lost its files: building it again", directory)
         remove_tree(directory)
         return None
+    if tree.build_id and not is_build_id(tree.build_id):
+        tree = _build_id_read_again(directory, manifest)
     return tree
+
+
+def _build_id_read_again(directory: Path, manifest: dict[str, object]) -> KernelTree:
+    """Manifests written before harness/elf.py matched the note's owner hold Xen's
+    VIRT_BASE note of a Debian vmlinux (the same for every kernel) as its build-id: read the
+    real one from the tree's vmlinux (its program headers only: milliseconds) and keep it."""
+    found = build_id(directory / "root" / str(manifest["vmlinux"]))
+    logger.info("kernel tree %s: build-id %s read again from its vmlinux (the manifest had %r)",
+                directory, found, manifest["build_id"])
+    manifest = dict(manifest, build_id=found)
+    try:
+        cache.write_entry(directory / "manifest.json", manifest)
+    except InfraError as error:  # a read-only cache: read it again next time
+        logger.warning("%s", error)
+    return _tree(directory.name, directory / "root", manifest)
 
 
 def _tree(key: str, root: Path, manifest: dict[str, object]) -> KernelTree:

@@ -4,7 +4,9 @@ directory of `make O=DIR`), used as it is.
 Checked at planning time, before anything runs: that it is built (vmlinux, bzImage,
 System.map, Module.symvers, kernel.release), that vmlinux has DWARF, and that its .config
 has what systemtap and the guest need; each problem is named with the commands that fix it.
-Keyed by its .config, Module.symvers and vmlinux's build-id: rebuilding the tree makes a new
+Keyed by its .config, Module.symvers and vmlinux's GNU build-id (harness/elf.py: the linker's
+hash of the whole image, so any change to any function gives a new one; a vmlinux linked
+without a build-id is keyed by a digest of its bytes instead): rebuilding the tree makes a new
 kernel, an unchanged tree is packaged into the kernel store once. Nothing runs `make` in it.
 """
 
@@ -16,7 +18,7 @@ from pathlib import Path
 from harness import kconfig, kernel_package, kernel_store
 from harness.archive import Archive
 from harness.bases import choose_base
-from harness.elf import build_id, has_dwarf
+from harness.elf import build_id, has_dwarf, is_build_id
 from harness.errors import InfraError, MatrixError
 from harness.kernel_build import KernelBuild, KernelImages
 from harness.kernel_store import KernelTree
@@ -67,6 +69,22 @@ def check_tree(objtree: Path, where: str) -> tuple[Path, str]:
     return srctree, config_text
 
 
+def vmlinux_identity(vmlinux: Path) -> str:
+    """What tells one build of a vmlinux from another: its GNU build-id, or, for one linked
+    with `--build-id=none`, `sha256:` and a digest of the file."""
+    found = build_id(vmlinux)
+    if found:
+        return found
+    digest = hashlib.sha256()
+    try:
+        with vmlinux.open("rb") as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+    except OSError as error:
+        raise InfraError(f"cannot read {vmlinux}: {error.strerror}") from None
+    return "sha256:" + digest.hexdigest()
+
+
 def _key(objtree: Path, config_text: str, vmlinux_build_id: str) -> str:
     digest = hashlib.sha256()
     for part in ("path-v1", config_text, (objtree / "Module.symvers").read_bytes().decode(errors="replace"),
@@ -78,7 +96,7 @@ def _key(objtree: Path, config_text: str, vmlinux_build_id: str) -> str:
 def resolve(spec: KernelSpec, where: str, archive: Archive) -> KernelBuild:
     objtree = Path(spec.value)
     _, config_text = check_tree(objtree, where)
-    vmlinux_build_id = build_id(objtree / "vmlinux")
+    vmlinux_build_id = vmlinux_identity(objtree / "vmlinux")
     release = (objtree / "include/config/kernel.release").read_text().strip()
     _cc, version = kconfig.compiler_of(config_text, str(objtree / ".config"))
     compiler = f"gcc-{version}"
@@ -97,11 +115,11 @@ def materialize(build: KernelBuild, archive: Archive, images: KernelImages, prog
         progress(Step(f"kernel {build.spec.label}: copying {objtree} into the kernel store"))
         log = kernel_store.build_log(build.key)
         fields: dict[str, object] = dict(kernel_package.package(source_tree(objtree), objtree, root, images.base(), log))
-        found = build_id(root / str(fields["vmlinux"]))
+        found = vmlinux_identity(root / str(fields["vmlinux"]))
         if found != build.commit:
             raise InfraError(f"{objtree} changed during the run (vmlinux build-id {found[:16]}, planned "
                              f"{build.commit[:16]}): run again once the build is done")
-        fields["build_id"] = found
+        fields["build_id"] = found if is_build_id(found) else ""
         fields["identity"] = build.identity
         return fields
 

@@ -14,6 +14,7 @@ from typing import Generic, TypeVar
 
 import yaml
 
+from harness.bounded import MIB, UnreadableFile, read_bounded
 from harness.errors import MatrixError
 from harness.kconfig import parse_config_items
 from harness.scripts import TestScript, load_script
@@ -23,6 +24,7 @@ from harness.specs import (
     KernelSpec,
     Rule,
     StapSpec,
+    cell_id,
     check_value,
     expand_path,
     git_location,
@@ -206,15 +208,19 @@ def _parse_kernel_node(node: yaml.Node, path: Path) -> KernelSpec:
 
 # --- the file -----------------------------------------------------------------------------
 
+MATRIX_LIMIT = 16 * MIB  # a matrix of 256 cells is a few KiB
+
+
 def _compose(path: Path) -> yaml.MappingNode:
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = read_bounded(path, MATRIX_LIMIT, "a matrix file")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        line = data[: error.start].count(b"\n") + 1
         raise MatrixError(f"{path}:{line}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset "
                           f"{error.start}); save the file as UTF-8") from None
-    except OSError as error:
-        raise MatrixError(f"{path}: cannot read the matrix file: {error.strerror}") from None
+    except UnreadableFile as error:
+        raise MatrixError(f"{path}: the matrix file {error}") from None
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as error:
@@ -234,6 +240,25 @@ def _unique(path: Path, what: str, items: list[Located[str]]) -> None:
         if item.value in seen:
             raise MatrixError(f"{path}:{item.line}: {what} {item.value!r} listed twice (first at line {seen[item.value]})")
         seen[item.value] = item.line
+
+
+def _unique_cells(path: Path, kernels: list[Located[KernelSpec]], staps: list[Located[StapSpec]]) -> None:
+    """Two (kernel, systemtap) pairs must not share a cell id: the id names the CI job that
+    runs the cell, its artifact, its cache keys and its directory, so one of the two would
+    never run and the other's results would be taken for both."""
+    seen: dict[str, tuple[Located[KernelSpec], Located[StapSpec]]] = {}
+    for kernel in kernels:
+        for stap in staps:
+            cell = cell_id(kernel.value.label, stap.value.label)
+            if cell in seen:
+                first_kernel, first_stap = seen[cell]
+                raise MatrixError(
+                    f"{path}:{kernel.line}: kernel {kernel.value.display_name!r} x systemtap "
+                    f"{stap.value.display_name!r} (line {stap.line}) has the cell id {cell!r}, as kernel "
+                    f"{first_kernel.value.display_name!r} (line {first_kernel.line}) x systemtap "
+                    f"{first_stap.value.display_name!r} (line {first_stap.line}) does: give one of them "
+                    "another `name:`")
+            seen[cell] = (kernel, stap)
 
 
 def load_matrix(path: Path) -> Matrix:
@@ -268,6 +293,7 @@ def load_matrix(path: Path) -> Matrix:
     _unique(path, "test", [Located(t.value.name, t.line) for t in tests])
     _unique(path, "kernel id", [Located(k.value.label, k.line) for k in kernels])
     _unique(path, "systemtap id", [Located(s.value.label, s.line) for s in staps])
+    _unique_cells(path, kernels, staps)
 
     matrix = Matrix(path, kernels, staps, [t.value for t in tests])
     for key, target in (("exclude", matrix.exclude), ("xfail", matrix.xfail)):

@@ -24,19 +24,22 @@ from harness.errors import InfraError
 from harness.outcomes import Outcome, Result
 from harness.plan import Cell
 from harness.pytest_plugin import MatrixSession
+from harness.report.escape import terminal
 
 
 def test_stap(stap_result: Result) -> None:
+    # Details hold the guest's output: control characters shown escaped on pytest's terminal.
+    detail = terminal(stap_result.detail)
     if stap_result.outcome is Outcome.FLAKY:
         # Neither a pass nor a failure of stap: shown, never silently retried into a pass.
-        pytest.xfail(f"flaky: {stap_result.detail}\nreproduce: {stap_result.reproduce}")
+        pytest.xfail(f"flaky: {detail}\nreproduce: {stap_result.reproduce}")
     if stap_result.outcome is Outcome.XFAIL:
-        pytest.xfail(f"{stap_result.xfail_reason} (got {stap_result.actual}: {stap_result.detail.splitlines()[0] if stap_result.detail else ''})")
+        pytest.xfail(f"{stap_result.xfail_reason} (got {stap_result.actual}: {detail.splitlines()[0] if detail else ''})")
     if stap_result.outcome is Outcome.PASS and stap_result.detail:
-        pytest.fail(stap_result.detail, pytrace=False)  # a known failure that passed: strict xfail
+        pytest.fail(detail, pytrace=False)  # a known failure that passed: strict xfail
     if stap_result.outcome is not Outcome.PASS:
         pytest.fail(
-            f"{stap_result.outcome.value}: {stap_result.detail}\n"
+            f"{stap_result.outcome.value}: {detail}\n"
             f"artifacts: {stap_result.artifacts.get('dir')}\nreproduce: {stap_result.reproduce}",
             pytrace=False,
         )

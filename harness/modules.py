@@ -37,6 +37,7 @@ from docker.models.containers import Container
 from filelock import FileLock
 
 from harness import cache, docker_env
+from harness.bounded import MIB, UnreadableFile, read_bounded
 from harness.errors import InfraError
 from harness.files import GUEST_DIR
 from harness.kernel_store import KernelTree
@@ -137,6 +138,9 @@ def _cache_key(stap_image: str, kernel: KernelTree, script: TestScript) -> str:
     return digest.hexdigest()[:24]
 
 
+ENTRY_FILE_LIMIT = 256 * MIB  # a stap module of the largest test here is about 2 MiB
+
+
 def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -149,12 +153,15 @@ def _cached(entry: Path, module: str, log_path: Path, target: Path, test: str) -
             shutil.rmtree(entry, ignore_errors=True)
         return None
     try:
-        if record["ok"] and _file_digest(entry / f"{module}.ko") != record["ko_sha256"]:
-            raise ValueError("the module does not match its digest")
-        shutil.copy(entry / "compile.log", log_path)
+        # Regular files of bounded size only: a FIFO put in an entry must not hang the cell.
+        log = read_bounded(entry / "compile.log", ENTRY_FILE_LIMIT, "a cached compile log")
         if record["ok"]:
-            shutil.copy(entry / f"{module}.ko", target)
-    except (OSError, KeyError, ValueError) as error:
+            ko = read_bounded(entry / f"{module}.ko", ENTRY_FILE_LIMIT, "a cached module")
+            if hashlib.sha256(ko).hexdigest() != record["ko_sha256"]:
+                raise ValueError("the module does not match its digest")
+            target.write_bytes(ko)
+        log_path.write_bytes(log)
+    except (OSError, KeyError, ValueError, UnreadableFile) as error:
         logger.warning("compile cache entry %s is damaged (%s): compiling again", entry, error)
         shutil.rmtree(entry, ignore_errors=True)
         return None
@@ -257,7 +264,7 @@ def pack_guest(container: ContainerFactory, kernel: KernelTree, workdir: Path, s
     (workdir / "guest-programs").write_text(programs_text)
     key = _initramfs_key(stap_key, kernel, workdir, list_text, ("stapsh\n" + programs_text) if with_stapsh else "")
     cached = cache_dir() / "initramfs" / f"{key}.cpio"
-    if cached.exists():
+    if cached.is_file():  # a regular file: a FIFO in its place would block the copy
         shutil.copy(cached, image)
         return image
     arguments = ["sh", "/guest/mkinitramfs.sh", kernel.release, "/work"] + (["stapsh"] if with_stapsh else [])

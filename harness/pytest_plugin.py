@@ -34,6 +34,7 @@ from harness.matrix import Matrix
 from harness.outcomes import Outcome, Result, read_results
 from harness.plan import Cell, Plan
 from harness.progress import Relay
+from harness.report.escape import terminal
 from harness.report.html import write_run_reports
 from harness.report.terminal import render_terminal
 from harness.session import Session, matrix_context, new_run_dir, plan_matrix, prepare_process
@@ -228,7 +229,7 @@ def stap_result(stap_case: tuple[Cell, str], matrix_session: MatrixSession) -> R
     cell, test = stap_case
     result = next(r for r in matrix_session.cell_results(cell) if r.test == test)
     if result.outcome is Outcome.ERROR:
-        raise InfraError(f"{result.detail}\nreproduce: {result.reproduce}")
+        raise InfraError(f"{terminal(result.detail)}\nreproduce: {result.reproduce}")
     return result
 
 

@@ -108,7 +108,7 @@ class Session:
         (default RUN/results.json) when there are any."""
         results: list[Result] = []
         for cell_file in sorted(self.cells_dir.glob("*.json")) if self.cells_dir.exists() else []:
-            results += read_results(cell_file)
+            results += read_results(cell_file, root=self.run_dir)
         if results:
             write_results(path or self.run_dir / "results.json", results)
         return results

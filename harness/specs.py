@@ -27,6 +27,9 @@ REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]*$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+:-]{0,63}$")
 EXP_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?\.exp$")
 SHELL_METACHARACTERS = set(";&|$`<>()\\\"'{}[]!#\n\t ")
+# A cell id is a job name, an artifact name, a cache key part and a directory name: these
+# characters only (GitHub refuses `:` in artifact names, for one).
+CELL_ID_RE = re.compile(r"^[A-Za-z0-9._+-]{1,200}$")
 
 
 def _id_part(text: str, limit: int) -> str:
@@ -49,7 +52,7 @@ class SourceSpec:
         return f"deb:{self.value}"
 
     def _deb_label(self) -> str:
-        return self.value
+        return _id_part(self.value, 100)
 
     def _named_label(self) -> str:
         return _id_part(self.name, 40)
@@ -86,7 +89,7 @@ class StapSpec(SourceSpec):
     ID_PREFIX: ClassVar[str] = "stap"
 
     def _deb_label(self) -> str:
-        return f"stap{self.value}"
+        return "stap" + _id_part(self.value, 60)  # an epoch's `:` is not an artifact name's
 
     def _named_label(self) -> str:
         return "stap-" + _id_part(self.name, 40)
@@ -106,7 +109,9 @@ class KernelSpec(SourceSpec):
 
 
 def cell_id(kernel_label: str, stap_label: str) -> str:
-    """`KERNEL-LABEL-STAP-LABEL`: known from the matrix file alone, before anything is resolved."""
+    """`KERNEL-LABEL-STAP-LABEL`: known from the matrix file alone, before anything is resolved.
+    Two pairs can give one id (kernels `a` and `a-stap-b` with systemtap names `b-stap-c` and
+    `c`): harness/matrix.py refuses such a matrix."""
     return f"{kernel_label}-{stap_label}"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -16,12 +17,14 @@ import time
 from pathlib import Path
 
 import pytest
+from debian.debian_support import Version
 
-from harness import archive, cache, debian_names, guest, kernel_store, logs, modules, settings, suites
+from harness import archive, cache, debian_names, guest, kernel_store, kernels, logs, modules, settings, suites
 from harness.errors import DockerUnavailableError, InfraError
 from harness.kernel_store import KernelTree
 from harness.outcomes import Outcome
 from harness.scripts import load_script
+from harness.specs import parse_kernel_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 USER_CACHE = settings.cache_dir()  # the developer's cache, read before any test points elsewhere
@@ -151,7 +154,8 @@ def test_same_text_under_another_name_is_another_entry(tmp_path: Path, cache_roo
     assert found is not None and found.ok and found.cached and (out / f"{module_a}.ko").exists()
 
 
-@pytest.mark.parametrize("damage", ["module changed", "result truncated", "module missing", "log missing"])
+@pytest.mark.parametrize("damage", ["module changed", "result truncated", "module missing", "log missing",
+                                    "module a FIFO", "log a FIFO"])
 def test_damaged_compile_entry_is_compiled_again(tmp_path: Path, cache_root: Path, damage: str,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     entry, module, _ = _stored_compile(tmp_path, "probe_one", "probe begin { exit() }\n")
@@ -163,6 +167,10 @@ def test_damaged_compile_entry_is_compiled_again(tmp_path: Path, cache_root: Pat
         os.truncate(entry / "result.json", 20)
     elif damage == "module missing":
         (entry / f"{module}.ko").unlink()
+    elif damage.endswith("a FIFO"):  # reading it would wait for a writer forever
+        name = f"{module}.ko" if damage.startswith("module") else "compile.log"
+        (entry / name).unlink()
+        os.mkfifo(entry / name)
     else:
         (entry / "compile.log").unlink()
     out = tmp_path / "out"
@@ -259,7 +267,7 @@ def _make_tree(root: Path) -> dict[str, object]:
     (root / "usr/lib/debug/boot").mkdir(parents=True)
     (root / "usr/lib/debug/boot/vmlinux-6.12.0").write_bytes(b"\x7fELF")
     return {"release": "6.12.0", "cc": "gcc-14", "cc_version": "14", "vmlinuz": "boot/vmlinuz-6.12.0",
-            "vmlinux": "usr/lib/debug/boot/vmlinux-6.12.0", "build_id": "ab", "identity": "test tree"}
+            "vmlinux": "usr/lib/debug/boot/vmlinux-6.12.0", "build_id": "ab" * 20, "identity": "test tree"}
 
 
 def test_damaged_kernel_manifest_rebuilds_the_tree(cache_root: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -278,3 +286,31 @@ def test_damaged_kernel_manifest_rebuilds_the_tree(cache_root: Path, caplog: pyt
     assert kernel_store.ensure("test-key", "a test tree", make, lambda message: None).release == "6.12.0"
     assert len(made) == 2
     assert not list(kernel_store.store_dir().glob(".test-key.partial-*"))
+
+
+def test_a_kernel_newer_than_the_cached_index_is_looked_up_again(cache_root: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An index cached an hour ago, before the newest 6.12 security update of bookworm was
+    published (its packages taken out of a real cached index): planning that kernel fetches
+    bookworm-security's index again before refusing it, instead of calling it "not in the
+    archive" for up to six hours. The other suites' copies are fresh and stay as they are."""
+    settings.reset_mirrors()
+    (cache_root / "indexes").mkdir(parents=True)
+    for suite in suites.SUITES:
+        for path in archive._index_paths(suite):
+            mine = USER_CACHE / "indexes" / path.name
+            if cache.read_entry(mine) is not None:
+                shutil.copy(mine, path)
+        entry = archive._read_index(suite)  # the developer's copy, or fetched now
+        cache.write_entry(archive._index_paths(suite)[0], dict(entry, fetched=time.time()))
+    stale_suite = suites.SUITE_BY_NAME["bookworm-security"]
+    entry = archive._read_index(stale_suite)
+    newest = max((p for p in entry["packages"] if re.fullmatch(r"linux-image-6\.12\.\d+\+deb12-amd64-dbg", p[0])),
+                 key=lambda p: Version(p[1]))
+    abi = newest[0].removeprefix("linux-image-").removesuffix("-dbg")
+    before = [p for p in entry["packages"] if abi not in p[0]]
+    cache.write_entry(archive._index_paths(stale_suite)[0], dict(entry, packages=before, fetched=time.time() - 3600))
+    caplog.set_level(logging.INFO)
+    kernel = kernels.resolve(parse_kernel_spec(abi, "test"), "test", archive.Archive())
+    assert kernel.origin == "bookworm-security" and kernel.release == abi
+    fetched_again = [r.getMessage() for r in caplog.records if "package index again" in r.getMessage()]
+    assert fetched_again == ["fetching the bookworm-security package index again (it was 60 min old)"]

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from harness import kernel_git
 from harness.archive import parse_index
 from harness.cli import main
 from harness.errors import InfraError, MatrixError
 from harness.gitrepo import check_transport, mask
 from harness.guest import GuestRun, TestRun, parse_results
 from harness.judge import judge
+from harness.kconfig import parse_config_items
 from harness.matrix import load_matrix
 from harness.modules import Compiled
 from harness.outcomes import Outcome
@@ -91,6 +93,18 @@ def test_empty_lists_are_refused(folder: Path, section: str, text: str) -> None:
     assert f"'{section}' is empty; a matrix needs at least one" in matrix_error(folder, text)
 
 
+def test_two_cells_with_one_id_are_refused(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Kernels `a` and `a-stap-b`, systemtap names `b-stap-c` and `c`: a x b-stap-c and
+    a-stap-b x c are both `a-stap-b-stap-c`; one CI job would run twice, the other never."""
+    text = (f"kernels:\n  - {{deb: {ANY_KERNEL}, name: a}}\n  - {{deb: 6.1.0-50-amd64, name: a-stap-b}}\n"
+            "stap:\n  - {deb: 5.6-1, name: b-stap-c}\n  - {deb: 5.1-5, name: c}\ntests: [t.stp]\n")
+    message = matrix_error(folder, text)
+    assert "matrix.yaml:3: kernel 'a-stap-b' x systemtap 'c' (line 6) has the cell id 'a-stap-b-stap-c'" in message
+    assert "as kernel 'a' (line 2) x systemtap 'b-stap-c' (line 5) does" in message
+    assert main(["plan", "--github", "--matrix", str(folder / "matrix.yaml")]) == 2
+    assert "has the cell id 'a-stap-b-stap-c'" in capsys.readouterr().err
+
+
 def test_null_list_is_not_a_list(folder: Path) -> None:
     assert "'kernels' must be a list" in matrix_error(folder, "kernels:\nstap: ['deb:5.6-1']\ntests: [t.stp]\n")
 
@@ -109,6 +123,14 @@ def test_symlink_loop_as_a_test(folder: Path) -> None:
     (folder / "loop.stp").symlink_to("loop.stp")
     message = matrix_error(folder, f"kernels: [{ANY_KERNEL}]\nstap: ['deb:5.6-1']\ntests: [loop.stp]\n")
     assert "matrix.yaml:3: cannot resolve 'loop.stp'" in message and "loop" in message.lower()
+
+
+def test_a_huge_matrix_file_is_not_read(folder: Path) -> None:
+    path = folder / "matrix.yaml"
+    with path.open("wb") as stream:
+        stream.truncate(20 * 1024 * 1024)  # sparse
+    with pytest.raises(MatrixError, match=r"the matrix file is 20.0 MiB, more than the 16.0 MiB a matrix file may be"):
+        load_matrix(path)
 
 
 def test_matrix_that_is_a_directory(folder: Path) -> None:
@@ -133,6 +155,89 @@ def test_matrix_that_is_a_directory(folder: Path) -> None:
 def test_odd_yaml_is_refused(folder: Path, text: str, expected: str) -> None:
     assert expected in matrix_error(folder, text)
     assert not (folder / "pwned").exists()  # YAML tags are inert
+
+
+# --- config: items ----------------------------------------------------------------------------
+
+SECRET = "API_TOKEN=SECRET-d41d8cd98f00"
+
+
+def config_matrix(folder: Path, item: str) -> Path:
+    path = folder / "matrix.yaml"
+    path.write_text(f"kernels:\n  - {{git: {folder}/linux, ref: v6.12, config: [tinyconfig, {item}]}}\n"
+                    "stap: ['deb:5.6-1']\ntests: [t.stp]\n")
+    return path
+
+
+def config_error(folder: Path, item: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """The error of `stapmatrix check` (one line, exit 2), which load_matrix gives too."""
+    path = config_matrix(folder, item)
+    with pytest.raises(MatrixError) as caught:
+        load_matrix(path)
+    assert main(["check", "--matrix", str(path)]) == 2
+    said = capsys.readouterr().err.strip()
+    assert said == f"stapmatrix: {caught.value}" and "\n" not in said and SECRET not in said
+    return str(caught.value)
+
+
+def test_a_config_file_that_is_not_a_config_is_never_echoed(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (folder / "secret.config").write_text(f"# keys\nCONFIG_X=y\n{SECRET}\n")
+    message = config_error(folder, "secret.config", capsys)
+    assert f"{folder}/secret.config:3: not a kernel config line" in message
+
+
+def test_the_environment_as_a_config_file_is_never_echoed(folder: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAPMATRIX_TEST_SECRET", SECRET)
+    (folder / "env.config").symlink_to("/proc/self/environ")
+    assert "env.config:1: not a kernel config line" in config_error(folder, "env.config", capsys)
+
+
+@pytest.mark.parametrize(("kind", "said"), [("directory", "is a directory, not a regular file"),
+                                            ("fifo", "is a FIFO, not a regular file"),
+                                            ("device", "is a character device, not a regular file"),
+                                            ("dangling", "cannot be read: No such file or directory"),
+                                            ("huge", "is 800.0 MiB, more than the 4.0 MiB a kernel config file may be")])
+def test_a_config_file_that_is_no_regular_file(folder: Path, kind: str, said: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Named like an in-tree fragment (x.config), but a file of that name is here: it is what
+    was meant, and it is refused for what it is, never read (a FIFO would block)."""
+    odd = folder / "x.config"
+    if kind == "directory":
+        odd.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(odd)
+    elif kind == "device":
+        odd.symlink_to("/dev/zero")
+    elif kind == "dangling":
+        odd.symlink_to(folder / "gone.config")
+    else:
+        with odd.open("wb") as stream:
+            stream.truncate(800 * 1024 * 1024)  # sparse
+    message = config_error(folder, "x.config", capsys)
+    assert f"config file {odd} {said}" in message
+
+
+@pytest.mark.parametrize("value", ['CONFIG_LOCALVERSION=\\"a\\nCONFIG_MODULES=n\\"', 'CONFIG_X=\\"a\\rb\\"',
+                                   'CONFIG_X=y\\nCONFIG_MODULES=n', 'CONFIG_X=\\"\\x1b[2J\\"'])
+def test_config_lines_are_one_line(folder: Path, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`config: ["CONFIG_LOCALVERSION=\\"a\\nCONFIG_MODULES=n\\""]` would have become two lines of
+    the merged fragment: CONFIG_MODULES=n slipped past the check."""
+    message = config_error(folder, f'"{value}"', capsys)
+    assert "is not CONFIG_X=y" in message and "one line, no control characters" in message
+
+
+def test_fragment_names_never_reach_the_build_script(folder: Path) -> None:
+    """A fragment file named with spaces, `*` and `$(...)`: copied for the build under a name
+    made of its position only."""
+    odd = folder / "my frag *$(touch pwned).config"
+    odd.write_text("CONFIG_KPROBES=y\n")
+    items = parse_config_items([("tinyconfig", "m:1"), (str(odd), "m:2"), ("CONFIG_X=y", "m:3")], folder)
+    base, fragments = kernel_git._config_files(items, folder / "config")
+    assert base == "tinyconfig"
+    assert fragments[0] == "/config/01-fragment.config" and all(" " not in f and "*" not in f for f in fragments)
+    assert (folder / "config" / "01-fragment.config").read_text() == "CONFIG_KPROBES=y\n"
+    assert not (folder / "pwned").exists()
 
 
 # --- test scripts -----------------------------------------------------------------------------
@@ -308,12 +413,42 @@ def test_garbled_result_line_is_an_error_for_that_test_only(data: Path, damage: 
     assert outcomes["begin_end"][0] is Outcome.FAIL_LOAD  # the undamaged tests keep their real outcome
 
 
-def test_result_channel_cut_short_is_not_a_traceback(data: Path) -> None:
-    """The guest died mid-line: the channel ends inside a record."""
+def test_result_channel_cut_short(data: Path) -> None:
+    """The guest died mid-line: the channel ends anywhere, inside a record too. At every cut,
+    each test is what the records before the cut say: a test whose END arrived keeps its real
+    outcome (fail-load here); one that started and did not end crashed, or, when the cut line
+    of its own records does not parse, is an error quoting that line; one that never started
+    is an error saying so. A damaged line after a test's END is not blamed on it."""
     text = (data / "results-stap5.1-on-6.12.log").read_text()
-    for cut in range(0, len(text), max(1, len(text) // 97)):
+    full = _channel_outcomes(text)
+    assert {name: outcome for name, (outcome, _) in full.items()} == dict.fromkeys(full, Outcome.FAIL_LOAD)
+    ends = {name: text.index(f"@@SM END {name}\n") + len(f"@@SM END {name}") for name in full}
+    starts = {name: text.index(f" {name}\n", text.index("@@SM START")) for name in full}
+    checked = 0
+    for cut in range(0, len(text) + 1, 7):
         guest = GuestRun("tcg")
-        parse_results(text[:cut], 1, guest.runs, guest.garbled)  # must not raise
+        parse_results(text[:cut], 1, guest.runs, guest.garbled)
+        outcomes = _channel_outcomes(text[:cut])
+        partial = text[:cut].rsplit("\n", 1)[-1].strip()
+        for name, (outcome, detail) in outcomes.items():
+            start = text.index(f"@@SM START {text[:starts[name]].count('@@SM START')} {name}")
+            if cut >= ends[name]:
+                assert (outcome, detail) == full[name], (cut, name)
+            elif cut >= starts[name] + len(name) + 1:  # its START line is whole
+                if name in guest.garbled:
+                    said = guest.garbled[name]
+                    # the cut line itself, or for a cut output chunk the base64 error it gave
+                    chunk = " ".join(partial.split()[:3]) + ":"
+                    assert said == partial or (said.startswith(chunk) and "base64" in said), (cut, name, said)
+                    assert outcome is Outcome.ERROR and said[:40] in detail, (cut, name, detail)
+                else:
+                    assert outcome is Outcome.CRASH, (cut, name, outcome, detail)
+                    assert detail == "the guest ended during this test without a crash message"
+            else:
+                assert cut < start + len(f"@@SM START 1 {name}") + 1
+                assert outcome is Outcome.ERROR and "never started this test" in detail, (cut, name, detail)
+        checked += 1
+    assert checked > 100
 
 
 # --- pytest and `check` without Docker --------------------------------------------------------
@@ -376,7 +511,7 @@ def test_index_stanzas_outside_debian_grammar_are_dropped(caplog: pytest.LogCapt
     (b'[{"kernel":', "not a stapmatrix results file (Expecting value"),
     (b"\xff\xfe", "not a stapmatrix results file ('utf-8' codec can't decode"),
     (b'{"a": 1}', "not a stapmatrix results file (not a list of records)"),
-    (b'[{"kernel": 1}]', "not a stapmatrix results file"),
+    (b'[{"kernel": 1}]', "results.json: record 1: 'kernel' is a number, not a string"),
 ])
 def test_damaged_results_file(tmp_path: Path, content: bytes, expected: str,
                               capsys: pytest.CaptureFixture[str]) -> None:

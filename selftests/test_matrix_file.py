@@ -1,4 +1,9 @@
-"""matrix.yaml validation: real malformed files get errors naming file, line and a fix."""
+"""matrix.yaml validation: real malformed files get errors naming file, line and a fix.
+
+Planning errors are checked against recorded package indexes (selftests/data/indexes/, made
+by selftests/record_indexes.py from the real archive on the date in its RECORDED file): what
+they assert does not change when Debian's next point release or security update does. The
+plan test at the end reads today's archive, choosing its kernels by series."""
 
 from __future__ import annotations
 
@@ -6,14 +11,21 @@ from pathlib import Path
 
 import pytest
 
+from harness import kernels
 from harness.archive import Archive
 from harness.errors import MatrixError
+from harness.kernel_build import KernelBuild
 from harness.matrix import load_matrix
 from harness.plan import make_plan
 from selftests.archive_choice import newest_kernel, systemtap_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = "probe begin { exit() }\n"
+RECORDED = ROOT / "selftests" / "data" / "indexes"
+
+
+def recorded() -> Archive:
+    return Archive(recorded=RECORDED)
 
 
 def matrix_text(kernels: str = "  - 6.12.117+deb13-amd64\n", stap: str = "  - deb:5.1-5\n",
@@ -25,7 +37,7 @@ def error_of(write, text: str) -> str:  # type: ignore[no-untyped-def]
     write("hello.stp", SCRIPT)
     path = write("matrix.yaml", text)
     with pytest.raises(MatrixError) as caught:
-        make_plan(load_matrix(path), Archive())
+        make_plan(load_matrix(path), recorded())
     return str(caught.value)
 
 
@@ -64,15 +76,15 @@ def test_missing_script_names_line(write) -> None:  # type: ignore[no-untyped-de
 def test_unknown_kernel_names_the_newest_of_its_series(write) -> None:  # type: ignore[no-untyped-def]
     message = error_of(write, matrix_text(kernels="  - 6.12.999+deb13-amd64\n"))
     assert "matrix.yaml:2" in message and "6.12.999+deb13-amd64" in message
-    assert "the newest 6.12+deb13 kernel is 6.12." in message
+    assert "the newest 6.12+deb13 kernel is 6.12.118+deb13-amd64 (trixie-security)" in message
 
 
 def test_a_kernel_that_left_the_archive_says_so(write) -> None:  # type: ignore[no-untyped-def]
     """Security updates replace each other: an old 6.1 ABI is gone, and the error names the
     newest 6.1 kernel (from bookworm-security), never a metapackage name."""
     message = error_of(write, matrix_text(kernels="  - 6.1.0-10-amd64\n"))
-    assert "not in the archive any more" in message and "the newest 6.1 kernel is 6.1.0-" in message
-    assert "(bookworm-security)" in message
+    assert "not in the archive any more" in message
+    assert "the newest 6.1 kernel is 6.1.0-57-amd64 (bookworm-security)" in message
 
 
 def test_suggestions_are_abi_names_only(write) -> None:  # type: ignore[no-untyped-def]
@@ -84,6 +96,35 @@ def test_suggestions_are_abi_names_only(write) -> None:  # type: ignore[no-untyp
 def test_unknown_stap_version_lists_available(write) -> None:  # type: ignore[no-untyped-def]
     message = error_of(write, matrix_text(stap="  - deb:5.2-1\n"))
     assert "matrix.yaml:4" in message and "deb:5.1-5 (trixie)" in message
+
+
+def kernel_of(write, abi: str) -> KernelBuild:  # type: ignore[no-untyped-def]
+    write("hello.stp", SCRIPT)
+    matrix = load_matrix(write("matrix.yaml", matrix_text(kernels=f"  - {abi}\n")))
+    return kernels.resolve(matrix.kernels[0].value, "matrix.yaml:2", recorded())
+
+
+def test_a_kernel_whose_signed_image_lags_is_taken_unsigned(write) -> None:  # type: ignore[no-untyped-def]
+    """bookworm-security on 2026-12-02: 6.12.118's -unsigned image, -dbg and headers, no
+    signed image yet (signed builds lag their unsigned twins): the kernel is there."""
+    kernel = kernel_of(write, "6.12.118+deb12-amd64")
+    names = {p.split("=")[0] for p in kernel.packages}
+    assert kernel.origin == "bookworm-security" and kernel.identity == "6.12.118-1~deb12u1 (bookworm-security)"
+    assert "linux-image-6.12.118+deb12-amd64-unsigned" in names and "linux-image-6.12.118+deb12-amd64" not in names
+    assert {"linux-headers-6.12.118+deb12-amd64", "linux-headers-6.12.118+deb12-common"} <= names
+    assert kernel.dbg_package == "linux-image-6.12.118+deb12-amd64-dbg" and kernel.compilers == ("gcc-12",)
+    # ...and one whose signed image is out takes that
+    signed = {p.split("=")[0] for p in kernel_of(write, "6.12.117+deb12-amd64").packages}
+    assert "linux-image-6.12.117+deb12-amd64" in signed and "linux-image-6.12.117+deb12-amd64-unsigned" not in signed
+
+
+def test_the_7x_layout_from_a_recorded_index(write) -> None:  # type: ignore[no-untyped-def]
+    """sid's 7.2: linux-image-ABI is a metapackage over linux-binary, -modules and -base."""
+    kernel = kernel_of(write, "7.2.13+deb14-amd64")
+    names = {p.split("=")[0] for p in kernel.packages}
+    assert {"linux-binary-7.2.13+deb14-amd64", "linux-modules-7.2.13+deb14-amd64", "linux-base-7.2.13+deb14-amd64",
+            "linux-headers-7.2.13+deb14-amd64"} <= names
+    assert kernel.origin == "sid" and kernel.base_suite == "sid" and kernel.compilers == ("gcc-16-for-host",)
 
 
 def test_xfail_entry_needs_reason(write) -> None:  # type: ignore[no-untyped-def]

@@ -93,13 +93,22 @@ def test_bad_input_is_a_matrix_error(tmp_path: Path) -> None:
         load.load_runs([tmp_path / "missing"])
 
 
-def test_merged_json_points_at_the_artifacts_from_its_new_place(tmp_path: Path, real: list[Result]) -> None:
+def test_merged_json_points_at_the_artifacts_from_its_new_place(tmp_path: Path, data: Path) -> None:
+    """A merged file in a directory that holds the runs points into them, by contained
+    relative paths; one elsewhere leaves the paths out (and says how many), never `..`."""
+    shutil.copytree(data / RUN, tmp_path / "merged" / "shards" / RUN)
+    real = read_results(tmp_path / "merged" / "shards" / RUN)
     target = tmp_path / "merged" / "results.json"
-    load.write_merged(target, real)
+    assert load.write_merged(target, real) == 0
     again = read_results(target)
     assert [r.test for r in again] == [r.test for r in real]
     assert all(Path(r.artifacts["compile_log"]).read_text() == Path(s.artifacts["compile_log"]).read_text()
                for r, s in zip(again, real, strict=True))
+    written = json.loads(target.read_text())
+    assert all(p.startswith(f"shards/{RUN}/") for r in written for p in r["artifacts"].values())
+    elsewhere = tmp_path / "elsewhere" / "results.json"
+    assert load.write_merged(elsewhere, real) == sum(len(r.artifacts) for r in real)
+    assert all(r["artifacts"] == {} for r in json.loads(elsewhere.read_text()))
 
 
 # --- the grid
@@ -160,7 +169,7 @@ def test_terminal_3x4_fits_100_columns(real: list[Result]) -> None:
 def test_markdown_real_run(real: list[Result]) -> None:
     text = markdown.render_markdown(real)
     assert "| 6.12.117+deb13-amd64 | ❌ 0/0/3/0 · " in text
-    assert "`fail-load` **6.12.117+deb13-amd64-stap5.1-5** begin_end: staprun exited 1: ERROR: Can't resolve" in text
+    assert "`fail-load` **6.12.117+deb13-amd64-stap5.1-5** begin\\_end: staprun exited 1: ERROR: Can't resolve" in text
     assert "<details><summary>detail</summary>" in text  # the multi-line pass-4 errors are folded
     assert "### Where the time went" in text
 
@@ -193,9 +202,9 @@ def test_html_escapes_and_survives_missing_artifacts(real: list[Result]) -> None
     page = html.render_html([hostile])
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&lt;b&gt;x&lt;/b&gt; &amp; y" in page
-    assert "not available (/nonexistent/compile.log)" in page
-    # The one log the record names is not on this machine; logs it does not name are not shown
-    # (an example's record names its command and output, a script's its compile log and console).
+    assert "not available (/nonexistent/compile.log: outside the run directory its results file is in)" in page
+    # The one log the record names is not shown; logs it does not name are not listed (an
+    # example's record names its command and output, a script's its compile log and console).
     assert page.count("not available") == 1
 
 
@@ -286,10 +295,14 @@ def test_cli_report_writes_every_format(tmp_path: Path, data: Path, capsys: pyte
     code = main(["report", str(tmp_path / RUN), "--html", str(tmp_path / "r.html"), "--markdown", str(tmp_path / "r.md"),
                  "--json", str(tmp_path / "out" / "results.json"), "--junit", str(tmp_path / "j.xml")])
     assert code == 0
-    assert "0/0/3/0" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "0/0/3/0" in said.out
     assert all((tmp_path / name).stat().st_size > 0 for name in ("r.html", "r.md", "out/results.json", "j.xml"))
-    paths = [r["artifacts"]["compile_log"] for r in json.loads((tmp_path / "out" / "results.json").read_text())]
-    assert paths and all(p.startswith(f"../{RUN}/") for p in paths), "relative to the merged file's place"
+    assert "artifact path(s) lie outside" in said.err  # out/ does not hold the run
+    assert all(r["artifacts"] == {} for r in json.loads((tmp_path / "out" / "results.json").read_text()))
+    assert main(["report", str(tmp_path / RUN), "--json", str(tmp_path / "results.json")]) == 0
+    paths = [r["artifacts"]["compile_log"] for r in json.loads((tmp_path / "results.json").read_text())]
+    assert paths and all(p.startswith(f"{RUN}/") for p in paths), "relative to the merged file's place"
 
 
 def test_cli_diff_exit_codes(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -308,3 +321,15 @@ def test_terminal_caps_expected_lines_per_cell(real: list[Result]) -> None:
     assert text.count("skip        testsuite:x.exp:") == terminal.EXPECTED_LINES
     assert f"… {40 - terminal.EXPECTED_LINES} more xfail/skip line(s)" in text
     assert "fail-load   begin_end, timer: staprun exited 1" in text
+
+
+def test_report_fails_naming_a_planned_cell_without_results(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The report job of the workflow: a cell whose job uploaded nothing is named, exit 1."""
+    planned = {"include": [{"cell": CELL_51}, {"cell": "6.12.117+deb13-amd64-stap5.6-1"},
+                           {"cell": "6.12.117+deb13-amd64-stap9.9-1"}]}
+    assert main(["report", str(data / RUN), "--expect-cells", json.dumps(planned)]) == 1
+    said = capsys.readouterr().err
+    assert "1 of 3 planned cell(s) brought no results: 6.12.117+deb13-amd64-stap9.9-1" in said
+    assert main(["report", str(data / RUN), "--expect-cells", f"{CELL_51}, 6.12.117+deb13-amd64-stap5.6-1"]) == 0
+    assert main(["report", str(data / RUN), "--expect-cells", '{"include": 5}']) == 2
+    assert main(["report", str(data / RUN), "--expect-cells", "a;b"]) == 2

@@ -6,8 +6,10 @@ under pytest's tmp directory (its path is printed) for a human to look at."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
@@ -16,6 +18,8 @@ import pytest
 
 from harness.outcomes import read_results
 from harness.report.html import write_run_reports
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -96,3 +100,28 @@ def test_html_report_in_headless_chromium(tmp_path: Path, data: Path) -> None:
     assert grid[:3] == ["kernel \\ systemtap", "deb:5.1-5", "deb:5.6-1"]
     assert grid[3:6] == ["6.12.117+deb13-amd64", "0/0/3/0", "419 s"] and "3/0/0/0" in grid
     assert "staprun exited 1: ERROR: Can't resolve uprobe_unregister!" in page.reasons
+
+
+def _browser_test_without_a_browser(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """This file's browser test in a pytest of its own, with CI=true and a PATH on which no
+    Chromium is found."""
+    empty = tmp_path / "bin"
+    empty.mkdir(exist_ok=True)
+    environment = {k: v for k, v in os.environ.items() if k != "STAPMATRIX_EXPECTED_SKIPS"}
+    environment.update(PATH=str(empty), CI="true", **env)
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q",
+                           f"{__file__}::test_html_report_in_headless_chromium"], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_a_skip_in_ci_fails_unless_expected(tmp_path: Path) -> None:
+    """A runner without Chromium must not pass CI by skipping the only browser test."""
+    failed = _browser_test_without_a_browser(tmp_path)
+    assert failed.returncode == 1 and "1 error" in failed.stdout, failed.stdout  # skipif skips at setup
+    assert "skipped in CI (no Chromium that starts" in failed.stdout
+    assert 'STAPMATRIX_EXPECTED_SKIPS="test_html_report_in_headless_chromium=why"' in failed.stdout
+    expected = _browser_test_without_a_browser(
+        tmp_path, STAPMATRIX_EXPECTED_SKIPS="test_html_report_in_headless_chromium=this runner has no Chromium")
+    assert expected.returncode == 0 and "1 skipped" in expected.stdout, expected.stdout
+    unexplained = _browser_test_without_a_browser(tmp_path, STAPMATRIX_EXPECTED_SKIPS="test_html_report_in_headless_chromium")
+    assert unexplained.returncode == 4 and "is not TEST=why" in unexplained.stderr, unexplained.stderr

@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from html.parser import HTMLParser
@@ -96,7 +97,43 @@ def test_workflow_shape() -> None:
     assert report["needs"] == ["plan", "cell"]
     runs = [s["run"] for s in report["steps"] if "run" in s]
     assert any("GITHUB_STEP_SUMMARY" in r and "sm report" in r for r in runs)
-    assert any("sm diff" in r for r in runs)
+    merge = next(s for s in report["steps"] if "--expect-cells" in s.get("run", ""))
+    assert merge["env"]["PLANNED"] == "${{ needs.plan.outputs.matrix }}", "a cell that brought nothing must fail"
+    assert any("sm diff" in r and "--fail-on-vanished" in r for r in runs)
+
+
+ACTION_LINE = re.compile(r"^\s*(?:- )?uses: (actions/[a-z-]+(?:/[a-z-]+)?)@(\S+)(.*)$")
+
+
+def test_actions_are_pinned_by_commit() -> None:
+    """A tag can be moved to other code: every action is a 40-hex commit, its release in a comment."""
+    lines = [m for line in WORKFLOW.read_text().splitlines() if (m := ACTION_LINE.match(line))]
+    assert len(lines) >= 10
+    for match in lines:
+        action, ref, comment = match.groups()
+        assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{action}@{ref} is not pinned by commit"
+        assert re.fullmatch(r"\s+# v\d+\.\d+\.\d+", comment), f"{action}@{ref} lacks its release as a comment"
+    by_action: dict[str, set[str]] = {}
+    for match in lines:
+        by_action.setdefault(match.group(1).split("/")[1], set()).add(match.group(2))
+    assert all(len(refs) == 1 for refs in by_action.values()), by_action  # one commit per action, everywhere
+
+
+def test_cache_keys_and_artifact_names_cannot_match_anothers_by_prefix() -> None:
+    """Keys and patterns carry the call's name, and cells end in a separator no cell id or
+    name holds: cell `x` must not restore or download `x-stap5.6-1`'s, nor call `a` call `a-b`'s."""
+    workflow = load_workflow()
+    for job in workflow["jobs"].values():
+        for step in job["steps"]:
+            given = step.get("with", {})
+            if "restore-keys" in given:
+                assert given["restore-keys"].startswith("${{ env.PREFIX }}/") and given["restore-keys"].endswith("/")
+                assert given["key"].startswith(given["restore-keys"])
+            if "upload-artifact" in step.get("uses", "") or "download-artifact" in step.get("uses", ""):
+                named = given.get("name", given.get("pattern", ""))
+                assert named.startswith("${{ env.PREFIX }}="), named
+    assert "--artifact-prefix \"$PREFIX\"" in next(s["run"] for s in workflow["jobs"]["plan"]["steps"]
+                                                  if "sm plan" in s.get("run", ""))
 
 
 def test_every_run_line_calls_the_project() -> None:
@@ -120,6 +157,7 @@ class Runner:
         self.store = workspace.parent / "artifact-store"  # what upload-artifact would keep
         self.summaries: dict[str, str] = {}
         self.outputs: dict[str, str] = {}
+        self.errors: dict[str, str] = {}  # step label -> its stderr
         self.ran: list[str] = []
 
     def expand(self, text: str, env: dict[str, str]) -> str:
@@ -134,29 +172,46 @@ class Runner:
 
         return EXPRESSION.sub(value, text)
 
-    def condition(self, text: str, env: dict[str, str]) -> bool:
+    def condition(self, text: str, env: dict[str, str], failed: bool) -> bool:
+        """GitHub's step conditions as far as the workflow uses them: without one, a step
+        runs only while nothing failed (`success()`); `always()` and `!cancelled()` (nothing
+        is cancelled here) run after a failure too."""
         wrapped = EXPRESSION.fullmatch(text.strip())
         expression = wrapped.group(1) if wrapped else text.strip()
-        if expression == "always()":
-            return True
-        match = re.fullmatch(r"env\.(\w+) != ''", expression)
-        if match:
-            return env.get(match.group(1), "") != ""
-        pytest.fail(f"the workflow has a step condition this test does not know: {text!r}")
+        status_checked = False
+        for term in (t.strip() for t in expression.split("&&")):
+            if term in ("always()", "!cancelled()"):
+                status_checked = True
+                continue
+            match = re.fullmatch(r"env\.(\w+) != ''", term)
+            if match:
+                if env.get(match.group(1), "") == "":
+                    return False
+                continue
+            pytest.fail(f"the workflow has a step condition this test does not know: {text!r}")
+        return status_checked or not failed
 
     def job(self, name: str, job: dict[str, Any], workflow_env: dict[str, str]) -> None:
+        """The job's steps in order; a failing step fails the job (AssertionError naming it)
+        after the steps that run after a failure have run."""
         env = {k: self.expand(str(v), {}) for k, v in workflow_env.items()}
         env.update({k: self.expand(str(v), env) for k, v in job.get("env", {}).items()})
+        failed: list[str] = []
         for number, step in enumerate(job["steps"]):
             step_env = dict(env, **{k: self.expand(str(v), env) for k, v in step.get("env", {}).items()})
-            if "if" in step and not self.condition(step["if"], step_env):
+            runs = self.condition(step["if"], step_env, bool(failed)) if "if" in step else not failed
+            if not runs:
                 continue
             if "uses" in step:
                 self.action(step, step_env)
                 continue
             if "udevadm" in step["run"]:
                 continue  # GitHub's runners only: /dev/kvm here is as the host made it
-            self.run(f"{name}-{number}", self.expand(step["run"], step_env), step_env)
+            try:
+                self.run(f"{name}-{number}", self.expand(step["run"], step_env), step_env)
+            except AssertionError as error:
+                failed.append(f"{step.get('name', number)}: {error}")
+        assert not failed, f"job {name} failed: {failed}"
 
     def run(self, label: str, script: str, env: dict[str, str]) -> None:
         output = self.workspace.parent / f"output-{label}"
@@ -168,6 +223,7 @@ class Runner:
         completed = subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=self.workspace, env=environment,
                                    capture_output=True, text=True, timeout=3600, check=False)
         print(f"--- {label}: {script}\n{completed.stdout[-4000:]}\n{completed.stderr[-4000:]}")
+        self.errors[label] = completed.stderr
         assert completed.returncode == 0, f"step {label} failed: {script}"
         self.ran.append(script)
         self.summaries[label] = summary.read_text()
@@ -226,18 +282,25 @@ def test_run_lines_plan_a_cell_and_report(deb_kernel: str, deb_stap: str, tmp_pa
     (repo / "ci" / "stap").mkdir(parents=True)
     shutil.copy(BEGIN_END, repo / "ci" / "stap" / "begin_end.stp")
     (repo / "ci" / "one-cell.yaml").write_text(f"kernels: [{deb_kernel}]\nstap: ['{deb_stap}']\ntests: [stap/begin_end.stp]\n")
-    # A baseline from an earlier run: begin_end passed on this cell there too.
-    shutil.copy(ROOT / "selftests" / "data" / "run-6.12-deb5.6-deb5.1" / "results.json", repo / "ci" / "baseline.json")
+    # A baseline from an earlier run: begin_end passed on this cell there too (a real record,
+    # named as today's cell: --fail-on-vanished fails on a cell or test the new run lacks).
+    recorded = json.loads((ROOT / "selftests" / "data" / "run-6.12-deb5.6-deb5.1" / "results.json").read_text())
+    baseline = next(r for r in recorded if r["stap"] == "deb:5.6-1" and r["test"] == "begin_end")
+    baseline.update(kernel=deb_kernel, kernel_name=deb_kernel, stap=deb_stap, stap_name=deb_stap, artifacts={},
+                    cell=f"{deb_kernel}-stap{deb_stap.removeprefix('deb:')}")
+    (repo / "ci" / "baseline.json").write_text(json.dumps([baseline]))
     (workspace / "stapmatrix").symlink_to(ROOT)  # the checkout of stapmatrix: this one
     cell = f"{deb_kernel}-stap{deb_stap.removeprefix('deb:')}"
+    planned = json.dumps({"include": [{"cell": cell, "kernel": deb_kernel, "stap": deb_stap}]}, separators=(",", ":"))
     table = {
         "inputs.matrix || 'matrix.yaml'": "ci/one-cell.yaml",
         "inputs.name || 'stapmatrix'": "stapmatrix",
         "inputs.python-version || '3.12'": "3.12",
         "github.workspace": str(workspace),
         "matrix.cell": cell,
+        "needs.plan.outputs.matrix": planned,
         "inputs.baseline-run-id": "",
-        ("inputs.baseline-run-id && 'baseline/merged/results.json' || inputs.baseline && "
+        ("inputs.baseline-run-id && 'baseline/results.json' || inputs.baseline && "
          "format('repo/{0}', inputs.baseline) || ''"): "repo/ci/baseline.json",
     }
     workflow = load_workflow()
@@ -246,29 +309,33 @@ def test_run_lines_plan_a_cell_and_report(deb_kernel: str, deb_stap: str, tmp_pa
 
     runner.job("plan", workflow["jobs"]["plan"], env)
     include = json.loads(runner.outputs["matrix"])["include"]
+    assert runner.outputs["matrix"] == planned
     assert include == [{"cell": cell, "kernel": deb_kernel, "stap": deb_stap}]
     assert runner.outputs["cells"] == "1"
 
     runner.job("cell", workflow["jobs"]["cell"], env)
-    shard = runner.store / f"stapmatrix-cell-{cell}"
+    shard = runner.store / f"stapmatrix=cell={cell}"
     kept = [p.relative_to(shard).as_posix() for p in shard.rglob("*") if p.is_file()]
     assert "junit.xml" in kept and any(k.endswith("/results.json") for k in kept)
     assert any(k.endswith("console-1.log") for k in kept)
     assert not [k for k in kept if k.endswith(".ko") or "vmlinuz" in k or "initramfs" in k], "images uploaded"
 
     runner.job("report", workflow["jobs"]["report"], env)
-    merged = workspace / "merged"
+    merged = workspace / "report"
     (result,) = read_results(merged / "results.json")
     assert (result.test, result.outcome, result.cell) == ("begin_end", Outcome.PASS, cell)
     assert Path(result.artifacts["console"]).is_file(), "merged results must still point at the shard's logs"
-    assert json.loads((merged / "results.json").read_text())[0]["artifacts"]["console"].startswith("../shards/")
+    written = json.loads((merged / "results.json").read_text())[0]["artifacts"]
+    assert all(p.startswith(f"shards/stapmatrix=cell={cell}/") for p in written.values()), written
     page = Links()
     page.feed((merged / "report.html").read_text())
-    assert page.hrefs and all((merged / href).exists() for href in page.hrefs), page.hrefs
+    files = [urllib.parse.unquote(href) for href in page.hrefs]
+    assert files and all(f.startswith("./shards/") and (merged / f).is_file() for f in files), page.hrefs
     assert ET.parse(merged / "junit.xml").getroot().find(".//testcase") is not None
     summary = next(text for text in runner.summaries.values() if text.startswith("## stapmatrix\n"))
     assert cell in summary and len(summary.encode()) < 1024 * 1024
     assert any("no regressions" in text for text in runner.summaries.values())
+    assert (runner.store / "stapmatrix=report" / "results.json").is_file()
 
     # A regression fails the comparison step (its exit code survives the pipe into the summary).
     diff_step = next(s for s in workflow["jobs"]["report"]["steps"] if "sm diff" in s.get("run", ""))
@@ -280,37 +347,61 @@ def test_run_lines_plan_a_cell_and_report(deb_kernel: str, deb_stap: str, tmp_pa
     with pytest.raises(AssertionError, match="failed"):
         runner.run("regressed", runner.expand(diff_step["run"], {}), {"BASELINE": str(before)})
 
+    # A planned cell whose job brought nothing fails the report job, naming it; the summary
+    # and the upload still run.
+    missing = f"{deb_kernel}-stap9.9-1"
+    shutil.rmtree(workspace / "report")
+    shutil.rmtree(runner.store / "stapmatrix=report")
+    table["needs.plan.outputs.matrix"] = json.dumps({"include": [{"cell": cell}, {"cell": missing}]})
+    with pytest.raises(AssertionError, match="job report failed: .'Merge the cells"):
+        runner.job("report", workflow["jobs"]["report"], env)
+    said = next(text for label, text in runner.errors.items() if "planned cell(s)" in text)
+    assert f"1 of 2 planned cell(s) brought no results: {missing}" in said
+    assert (runner.store / "stapmatrix=report" / "results.json").is_file()
+
 
 @pytest.mark.real
 @pytest.mark.xdist_group("real-cell")
 def test_sharded_run_equals_the_whole_run(deb_kernel: str, deb_stap: str, tmp_path: Path) -> None:
     """The same 1 kernel x 2 systemtap matrix run at once and as one --cell run per cell,
-    merged: the same outcome for every (kernel, systemtap, test)."""
+    merged: the same outcome for every (kernel, systemtap, test), and those outcomes the real
+    ones (a run where every cell is `error` would compare equal too): systemtap 5.6 passes on
+    6.12; trixie's 5.1-5 fails to load there ("Can't resolve uprobe_unregister": 6.12 split
+    uprobe_unregister(), selftests/data/results-stap5.1-on-6.12.log)."""
+    other = systemtap_of("trixie")
     matrix = tmp_path / "two.yaml"
-    matrix.write_text(f"kernels: [{deb_kernel}]\nstap: ['{deb_stap}', '{systemtap_of('trixie')}']\ntests: [{BEGIN_END}]\n")
+    matrix.write_text(f"kernels: [{deb_kernel}]\nstap: ['{deb_stap}', '{other}']\ntests: [{BEGIN_END}]\n")
 
-    def pytest_run(artifacts: Path, *args: str) -> None:
+    def pytest_run(artifacts: Path, *args: str) -> int:
         env = dict(os.environ, STAPMATRIX_ARTIFACTS=str(artifacts))
         completed = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", f"--matrix={matrix}", "--reruns=0",
                                     *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600,
                                    check=False)
         print(completed.stdout[-3000:], completed.stderr[-2000:])
-        assert completed.returncode in (0, 1), "pytest did not run the matrix"  # 1: 5.1 fails on 6.12
+        return completed.returncode
 
-    pytest_run(tmp_path / "whole")
+    code = pytest_run(tmp_path / "whole")
     (whole_file,) = (tmp_path / "whole").glob("run-*/results.json")
-    whole = {key(r): r.outcome for r in read_results(whole_file)}
-    cells = sorted({r.cell for r in read_results(whole_file)})
+    records = {key(r): r for r in read_results(whole_file)}
+    whole = {k: r.outcome for k, r in records.items()}
+    cells = sorted({r.cell for r in records.values()})
     assert len(cells) == 2 and len(whole) == 2
+    assert whole[(deb_kernel, deb_stap, "begin_end")] is Outcome.PASS, records
+    assert whole[(deb_kernel, other, "begin_end")] is not Outcome.ERROR, records
+    if other == "deb:5.1-5":  # measured: every 5.1-5 module fails to load on 6.12
+        assert whole[(deb_kernel, other, "begin_end")] is Outcome.FAIL_LOAD
+        assert "Can't resolve uprobe_unregister" in records[(deb_kernel, other, "begin_end")].detail
+    assert code == (0 if all(o is Outcome.PASS for o in whole.values()) else 1)
 
     for cell in cells:
-        pytest_run(tmp_path / f"shard-{cell}", f"--cell={cell}")
+        shard_code = pytest_run(tmp_path / f"shard-{cell}", f"--cell={cell}")
+        assert shard_code in (0, 1), "pytest did not run the cell"
     shards = sorted(tmp_path.glob("shard-*/run-*/results.json"))
     assert len(shards) == 2
     merged_file = tmp_path / "merged" / "results.json"
     completed = subprocess.run([str(Path(sys.executable).parent / "stapmatrix"), "report", *map(str, shards),
-                                "--json", str(merged_file)], capture_output=True, text=True, timeout=300,
-                               check=False)
+                                "--json", str(merged_file), "--expect-cells", ",".join(cells)],
+                               capture_output=True, text=True, timeout=300, check=False)
     assert completed.returncode == 0, completed.stderr
     merged = {key(r): r.outcome for r in load_runs([merged_file])}
     print(json.dumps({" / ".join(k): v.value for k, v in merged.items()}, indent=1))

@@ -24,8 +24,12 @@ configure)
         file:*) cp "${base#file:}" "$out/.config" ;;
         *) make -C "$src" O="$out" -s "$base" ;;
     esac
-    fragments=""
-    for fragment in "$@"; do
+    # The fragments stay positional parameters, each target:NAME replaced by its file in place
+    # (the list rotates once), never a string the shell would split or glob.
+    count=$#
+    while [ "$count" -gt 0 ]; do
+        fragment=$1
+        shift
         case "$fragment" in
             target:*)
                 name=${fragment#target:}
@@ -37,13 +41,13 @@ configure)
                     echo "build-kernel: this source has no config fragment $name (looked in kernel/configs and arch/x86/configs)" >&2
                     exit 2
                 fi
-                fragments="$fragments $found" ;;
-            *) fragments="$fragments $fragment" ;;
+                fragment=$found ;;
         esac
+        set -- "$@" "$fragment"
+        count=$((count - 1))
     done
     # merge_config.sh -m merges without running make; olddefconfig then resolves dependencies.
-    # shellcheck disable=SC2086
-    [ -z "$fragments" ] || (cd "$out" && "$src/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config" $fragments)
+    [ "$#" -eq 0 ] || (cd "$out" && "$src/scripts/kconfig/merge_config.sh" -m -O "$out" "$out/.config" "$@")
     make -C "$src" O="$out" -s olddefconfig
     echo "build-kernel: configured $(cat "$out/include/config/kernel.release" 2>/dev/null || make -C "$src" O="$out" -s kernelrelease)"
     ;;

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from harness.outcomes import Outcome, Result
+from harness.report.escape import terminal_line
 from harness.report.grid import identity, needs_attention, reason
 from harness.report.load import CellKey, Key, key
 from harness.report.markdown import md_cell
@@ -142,14 +143,16 @@ def diff_counts(diff: Diff) -> str:
 
 
 def render_diff_text(diff: Diff) -> str:
+    """For a terminal: every line from record text with its control characters shown escaped
+    (a test name holding ESC ] 52 would write the reader's clipboard)."""
     out = []
     for title, lines in _cell_lines(diff):
         if lines:
-            out += [f"{title}:"] + [f"  {line}" for line in lines]
+            out += [f"{title}:"] + [f"  {terminal_line(line)}" for line in lines]
     for group in GROUPS:
         changes = diff.groups[group]
         if changes:
-            out += [f"{GROUP_TITLES[group]} ({len(changes)}):"] + [f"  {_change_line(c)}" for c in changes]
+            out += [f"{GROUP_TITLES[group]} ({len(changes)}):"] + [f"  {terminal_line(_change_line(c))}" for c in changes]
     out.append(diff_counts(diff))
     out.append("REGRESSED" if diff.regressed else "no regressions")
     return "\n".join(out) + "\n"

@@ -144,10 +144,14 @@ def describe(name: str, spec: str, identity: str) -> str:
 
 def build_grid(results: Iterable[Result]) -> Grid:
     grid = Grid([], [], {}, {})
+    rows: set[str] = set()
+    columns: set[str] = set()
     for result in results:
-        if result.kernel_name not in grid.rows:
+        if result.kernel_name not in rows:
+            rows.add(result.kernel_name)
             grid.rows.append(result.kernel_name)
-        if result.stap_name not in grid.columns:
+        if result.stap_name not in columns:
+            columns.add(result.stap_name)
             grid.columns.append(result.stap_name)
         cell = grid.cells.setdefault((result.kernel_name, result.stap_name),
                                      GridCell(result.kernel_name, result.stap_name))
@@ -172,15 +176,36 @@ def short_label(name: str, width: int = LABEL_WIDTH) -> str:
 
 
 def labels(names: Sequence[str], width: int = LABEL_WIDTH) -> dict[str, str]:
-    """A short label per name, unique (a numeric suffix when two would collide)."""
+    """A short label per name, unique (a numeric suffix when two would collide). Linear in
+    the number of names: a grid of thousands of columns with one long prefix is common."""
     result: dict[str, str] = {}
+    used: set[str] = set()
+    next_number: dict[str, int] = {}
     for name in names:
         label = name if len(name) <= width else short_label(name, width)
-        base, number = label, 2
-        while label in result.values():
-            label, number = f"{base[: width - 2]}#{number}", number + 1
+        base = label
+        while label in used:
+            number = next_number.get(base, 2)
+            next_number[base] = number + 1
+            label = f"{base[: width - 2 - len(str(number)) + 1]}#{number}"
+        used.add(label)
         result[name] = label
     return result
+
+
+def layout(grid: Grid, max_columns: int) -> str:
+    """"table" (kernels down, systemtap builds across) or "list" (one line per cell). A grid
+    wider than the output allows, or mostly empty, is listed: 2,000 cells of 2,000 kernels
+    and 2,000 builds would be a table of 4 million slots (68 s and 1.4 GB of HTML)."""
+    slots = len(grid.rows) * len(grid.columns)
+    return "table" if len(grid.columns) <= max_columns and slots <= 4 * len(grid.cells) + 64 else "list"
+
+
+def cells_in_order(grid: Grid) -> list[GridCell]:
+    """The cells row by row, each row's in column order: the list layout's order."""
+    column = {name: index for index, name in enumerate(grid.columns)}
+    row = {name: index for index, name in enumerate(grid.rows)}
+    return sorted(grid.cells.values(), key=lambda c: (row[c.kernel_name], column[c.stap_name]))
 
 
 def non_pass(results: Iterable[Result]) -> list[Result]:

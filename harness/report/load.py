@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from harness.bounded import inside
 from harness.errors import MatrixError
 from harness.outcomes import Result, read_results, write_records
 
@@ -47,20 +48,33 @@ def load_runs(paths: Iterable[Path | str]) -> list[Result]:
     return merged
 
 
-def relative_to(path: str, base: Path) -> str:
-    """Relative when the two share a directory below / (they travel together); else absolute."""
-    if not os.path.isabs(path) or os.path.commonpath([path, base]) == os.sep:
-        return path
-    return os.path.relpath(path, base)
+def merged_artifacts(result: Result, base: Path) -> tuple[dict[str, str], int]:
+    """(the result's artifacts as paths relative to `base` with no `..`, how many were left
+    out): only files the record may point at (inside the directory it was read from) that
+    also lie under `base`, so the merged file never names a file outside its own directory."""
+    kept: dict[str, str] = {}
+    left_out = 0
+    for name, value in result.artifacts.items():
+        real = inside(value, result.root) if result.root else Path(os.path.realpath(value))
+        contained = inside(real, base) if real is not None else None
+        if contained is None:
+            left_out += 1
+            continue
+        kept[name] = str(contained.relative_to(Path(os.path.realpath(base))))
+    return kept, left_out
 
 
-def write_merged(path: Path, results: Sequence[Result]) -> None:
-    """A results.json whose artifact paths are relative to its own place (`..` included, so
-    a merged file next to downloaded shards still points into them)."""
+def write_merged(path: Path, results: Sequence[Result]) -> int:
+    """A results.json whose artifact paths are relative to its own directory and inside it
+    (put it in a directory that holds the runs: merged/ with the shards in merged/shards/).
+    Returns how many artifact paths were left out because they lie elsewhere."""
     base = path.parent.resolve()
     records = []
+    left_out = 0
     for result in results:
         record = result.as_json()
-        record["artifacts"] = {name: relative_to(value, base) for name, value in result.artifacts.items()}
+        record["artifacts"], missing = merged_artifacts(result, base)
+        left_out += missing
         records.append(record)
     write_records(path, records)
+    return left_out

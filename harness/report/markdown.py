@@ -7,16 +7,20 @@ from collections import Counter
 from collections.abc import Sequence
 
 from harness.outcomes import Result
+from harness.report.escape import markdown_block, markdown_inline
 from harness.report.grid import (
     GRID_KEY,
     OUTCOME_STATUS,
     STAGES,
     Grid,
+    GridCell,
     build_grid,
     cell_id,
+    cells_in_order,
     format_seconds,
     grid_legend,
     labels,
+    layout,
     non_pass,
     reason,
     time_lines,
@@ -26,19 +30,28 @@ MARK = {"pass": "✅", "xfail": "🟡", "skip": "⬜", "flaky": "⚠️", "fail"
 
 
 def md_cell(text: str) -> str:
-    """Text for a markdown table cell: no pipes or newlines, no HTML (GitHub would render it)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace("|", "\\|").replace("\n", " ")
+    """Record text for a markdown line or table cell (harness/report/escape.py)."""
+    return markdown_inline(text)
 
 
 def fenced(text: str) -> str:
-    """A code block whose fence is longer than any backtick run inside."""
-    fence = "```"
-    while fence in text:
-        fence += "`"
-    return f"{fence}\n{text.rstrip()}\n{fence}"
+    """Record text as a code block whose fence is longer than any backtick run inside."""
+    return markdown_block(text)
+
+
+MARKDOWN_COLUMNS = 16  # more systemtap builds than this: one table row per cell
+
+
+def _cell_text(cell: GridCell) -> str:
+    extras = f" {cell.extras()}" if cell.extras() else ""
+    return f"{MARK[cell.status]} {cell.summary()}{extras} · {format_seconds(sum(cell.seconds().values()))}"
 
 
 def markdown_grid(grid: Grid) -> list[str]:
+    if layout(grid, MARKDOWN_COLUMNS) == "list":
+        lines = ["| kernel | systemtap | result |", "| --- | --- | --- |"]
+        lines += [f"| {md_cell(c.kernel_name)} | {md_cell(c.stap_name)} | {_cell_text(c)} |" for c in cells_in_order(grid)]
+        return lines + ["", f"_{GRID_KEY}_"]
     columns = labels(grid.columns)
     rows = labels(grid.rows, 24)
     lines = ["| kernel \\ systemtap | " + " | ".join(md_cell(columns[c]) for c in grid.columns) + " |",
@@ -50,9 +63,7 @@ def markdown_grid(grid: Grid) -> list[str]:
             if cell is None:
                 cells.append("–")
                 continue
-            extras = f" {cell.extras()}" if cell.extras() else ""
-            seconds = format_seconds(sum(cell.seconds().values()))
-            cells.append(f"{MARK[cell.status]} {cell.summary()}{extras} · {seconds}")
+            cells.append(_cell_text(cell))
         lines.append(f"| {md_cell(rows[row])} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"_{GRID_KEY}_")
@@ -77,14 +88,16 @@ def markdown_result(result: Result, with_details: bool) -> list[str]:
     full = "\n\n".join(t for t in (result.detail, result.xfail_reason) if t)
     if not with_details or full.strip() == reason(result):
         return [line]
-    return [line, "  <details><summary>detail</summary>", "", fenced(full), "", "  </details>"]
+    # The blank line after </details> ends its HTML block: without it markdown would take the
+    # next line, a record's test name and reason, for raw HTML too.
+    return [line, "  <details><summary>detail</summary>", "", fenced(full), "", "  </details>", ""]
 
 
 def render_markdown(results: Sequence[Result], limit_bytes: int = 1_000_000) -> str:
     """The grid, where the time went, and every non-pass with its reason (details folded).
     Over `limit_bytes`: the grid, the counts and as many one-line failures as fit."""
     grid = build_grid(results)
-    head = ["## stapmatrix", ""] + markdown_grid(grid) + [""] + [line + "  " for line in time_lines(grid)] + [""]
+    head = ["## stapmatrix", ""] + markdown_grid(grid) + [""] + [md_cell(line) + "  " for line in time_lines(grid)] + [""]
     attention = non_pass(results)
     counts = Counter(r.outcome.value for r in results)
     summary = f"{len(results)} test(s): " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
