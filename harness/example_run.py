@@ -295,6 +295,13 @@ def _install_try(cell: ExampleCell, guest: StapshGuest, container: Container, te
     if not died and ended != "timeout":
         _, after = guest.taint(seq)
         taint = new_taint(before, after)
+        # stap --remote exits 0 whatever staprun did (systemtap remote.cxx: stapsh::finish()
+        # returns 0); the guest's stapsh exits with staprun's status and init logs it.
+        failed = [n for n in guest.stapsh_exits(mark, 0.0 if PASS_FAILED_RE.search(output) else 5.0) if n]
+        if code == 0 and failed:
+            code = failed[-1]
+            output += f"\n(staprun exited {code} in the guest; stap --remote does not pass that on)\n"
+        console = guest.console_since(mark)
     outcome, detail = _judge_run(code, output, ended == "timeout", console, taint, died, INSTALLCHECK_LIMIT_S,
                                  cell.accel)
     if died or ended == "timeout":

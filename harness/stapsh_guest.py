@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 INITRD = "initramfs-stapsh.cpio"
 TAINT_RE = re.compile(r"^@@SM TAINT ([0-9]+) ([0-9]+)\s*$", re.MULTILINE)
 TAINT_WAIT_S = 5.0
+STAPSH_EXIT_RE = re.compile(r"stapmatrix: stapsh exited ([0-9]+), restarting")
 
 
 def qemu_stapsh_args(name: str) -> list[str]:
@@ -116,6 +117,16 @@ class StapshGuest:
                 return stream.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return ""
+
+    def stapsh_exits(self, mark: int, wait_s: float = TAINT_WAIT_S) -> list[int]:
+        """The exit statuses stapsh reported (the guest's init logs each one on the console:
+        staprun's, which stap --remote does not pass back) since `mark`, waiting briefly for one."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            found = [int(n) for n in STAPSH_EXIT_RE.findall(self.console_since(mark))]
+            if found or time.monotonic() > deadline or not self.alive():
+                return found
+            time.sleep(0.2)
 
     def taint(self, after_seq: int = 0) -> tuple[int, int]:
         """(sequence number, taint flags) of the newest report, waiting (briefly) for one newer

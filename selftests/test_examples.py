@@ -68,7 +68,8 @@ def test_examples_of_our_own_fail_in_every_way(run_cell: CellRun, monkeypatch: p
         "examples/selftest/panics_survived: installcheck": Outcome.PASS,
         "examples/selftest/unsupported: check": Outcome.SKIP,
     }
-    assert "stapmatrix_no_such_function" in results["examples/selftest/fails_to_compile: check"].detail
+    assert "fails_to_compile.stp:2:7" in results["examples/selftest/fails_to_compile: check"].detail
+    assert "semantic error: no match" in results["examples/selftest/fails_to_compile: check"].detail
     assert "its check is fail-pass2" in results["examples/selftest/fails_to_compile: installcheck"].detail
     run_error = results["examples/selftest/errors_at_run: installcheck"]
     assert "deliberate run-time error" in run_error.detail
