@@ -251,6 +251,21 @@ def test_diff_renamed_column_regresses_with_reasons(data: Path) -> None:
     assert back.groups["fixes"][0].reason.startswith("was: staprun exited 1")
 
 
+def test_diff_pairs_runs_of_one_kernel_each(data: Path) -> None:
+    """`run --kernel OLD` then `run --kernel NEW`: one row each, compared row with row."""
+    before = read_results(data / "run-6.12-stap-a")
+    after = [dataclasses.replace(r, kernel_name="7.3-amd64", kernel="7.3-amd64", outcome=Outcome.FAIL_PASS4,
+                                 detail="task_finder2.c:941: error: implicit declaration of function 'task_euid'")
+             if r.test == "begin_end" else dataclasses.replace(r, kernel_name="7.3-amd64", kernel="7.3-amd64")
+             for r in before]
+    diff = report_diff.diff_results(before, after)
+    assert not diff.cells_appeared and not diff.cells_vanished
+    assert diff.identities[0] == "kernel row 6.12.117+deb13-amd64 compared with 7.3-amd64 (each run has only this one)"
+    assert [(c.key, c.summary) for c in diff.groups["regressions"]] == [
+        (("7.3-amd64", "stap", "begin_end"), "pass -> fail-pass4")]
+    assert diff.compared == len(before)
+
+
 def test_diff_classes(real: list[Result]) -> None:
     passing = [r for r in real if r.outcome is Outcome.PASS]
     base = passing + [dataclasses.replace(r, test="gone") for r in passing[:1]]

@@ -1,4 +1,6 @@
 """The diff of two runs, matched by (kernel_name, stap_name, test), as text, markdown and JSON.
+Two runs of one kernel row each (or one systemtap column each) are compared row with row
+whatever the rows are called: that is `run` on the old kernel, then on the new one.
 
 A regression is a test that passed (or failed as known, xfail) before and now does anything
 else. Two outcomes are not regressions but are reported in groups of their own: `flaky` now
@@ -8,6 +10,7 @@ stap). Only regressions make `stapmatrix diff` exit 1.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -104,8 +107,24 @@ def _identities(base: Sequence[Result], new: Sequence[Result]) -> list[str]:
     return lines
 
 
+def _paired_rows(base: Sequence[Result], new: Sequence[Result]) -> tuple[list[Result], list[str]]:
+    """The baseline with its only kernel row (systemtap column) named as the new run's only
+    one, when each run has one and their names differ: `run --kernel 6.12...` before and `run
+    --kernel 7.3...` after is the before-and-after question, not two unrelated cells."""
+    said = []
+    for what, field_name in (("kernel row", "kernel_name"), ("systemtap column", "stap_name")):
+        before_names = {getattr(r, field_name) for r in base}
+        after_names = {getattr(r, field_name) for r in new}
+        if len(before_names) == 1 and len(after_names) == 1 and before_names != after_names:
+            (old,), (now,) = before_names, after_names
+            base = [dataclasses.replace(r, **{field_name: now}) for r in base]
+            said.append(f"{what} {old} compared with {now} (each run has only this one)")
+    return list(base), said
+
+
 def diff_results(base: Sequence[Result], new: Sequence[Result]) -> Diff:
-    diff = Diff(identities=_identities(base, new))
+    base, paired = _paired_rows(base, new)
+    diff = Diff(identities=paired + _identities(base, new))
     before = {key(r): r for r in base}
     after = {key(r): r for r in new}
     cells_before = {k[:2] for k in before}
