@@ -58,6 +58,27 @@ vmlinuz=boot/vmlinuz-$kver
 [ -f "/kroot/$vmlinuz" ] || vmlinuz=usr/lib/modules/$kver/vmlinuz
 [ -e "/kroot/boot/config-$kver" ] || { [ -f "/kroot/usr/lib/modules/$kver/config" ] && cp "/kroot/usr/lib/modules/$kver/config" "/kroot/boot/config-$kver"; }
 
+# Debian compresses its modules (kernel/fs/ext4/ext4.ko.xz) and names their debuginfo in the
+# -dbg package after the uncompressed file (.../ext4/ext4.ko), with no .gnu_debuglink in the
+# module and .build-id links for the vDSO only. elfutils (libdwfl find_debuginfo_in_path) then
+# looks for a module's debuginfo under the module's own file name, finds nothing, and every
+# probe on a module's function or $variable fails in pass 2 ("cannot find module ext4
+# debuginfo"), on a Debian machine with the -dbg package installed as here. A link under the
+# compressed name gives elfutils the package's own debuginfo (README, "Known issues").
+debugmods=/kroot/usr/lib/debug/lib/modules/$kver
+if [ -n "$moddebug" ] && [ -d "/kroot/usr/lib/modules/$kver/kernel" ]; then
+    set +x  # one line per module otherwise
+    linked=0
+    for module in $(cd "/kroot/usr/lib/modules/$kver" && find kernel -name '*.ko.xz' -o -name '*.ko.zst' -o -name '*.ko.gz'); do
+        if [ -f "$debugmods/${module%.*}" ] && [ ! -e "$debugmods/$module" ]; then
+            ln -s "$(basename "${module%.*}")" "$debugmods/$module"
+            linked=$((linked + 1))
+        fi
+    done
+    echo "extract-kernel: linked the debuginfo of $linked compressed module(s) under their file names"
+    set -x
+fi
+
 rm -rf /kroot/usr/share /kroot/etc /kroot/usr/bin /kroot/usr/sbin /kroot/usr/lib/linux
 # The packages ship no modules.dep (depmod runs in their postinst); the guest's module loading
 # needs it, and the tree is read-only once in the store. depmod -b looks under BASE/lib.

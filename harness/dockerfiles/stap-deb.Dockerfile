@@ -3,7 +3,9 @@
 # serves call (COMPILERS: gcc-12 and gcc-14 on trixie, gcc-16 on sid). With them here, one
 # image compiles modules for every kernel of the grid: the kernels' files are mounted from
 # the kernel store, and a cell needs no image of its own. `file` is for systemtap's examples
-# (process/syscalltimes checks its script with it).
+# (process/syscalltimes checks its script with it), `perl` for its Perl scripts
+# (memory/kmalloc-top, network/socktop need Getopt::Std, which perl-base lacks; Debian
+# installs perl on every standard system).
 ARG BASE
 FROM ${BASE}
 ARG PACKAGES
@@ -11,7 +13,7 @@ ARG COMPILERS
 COPY stapmatrix-target.c gcc-links.sh /usr/local/src/
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      $PACKAGES $COMPILERS gcc make libc6-dev binutils busybox-static cpio kmod file \
+      $PACKAGES $COMPILERS gcc make libc6-dev binutils busybox-static cpio kmod file perl \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
  && sh /usr/local/src/gcc-links.sh \
  && gcc -g -O0 -static -o /usr/local/bin/stapmatrix-target /usr/local/src/stapmatrix-target.c \
