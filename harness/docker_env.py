@@ -91,10 +91,9 @@ def image_exists(tag: str) -> bool:
         return False
 
 
-def _owner_alive(container: Container) -> bool:
-    """Whether the run that started `container` may still be alive. Only containers of this
-    host and PID namespace are judged: elsewhere, assume alive."""
-    labels = container.labels
+def _owner_alive(labels: dict[str, str]) -> bool:
+    """Whether the run that started a container with these labels may still be alive. Only
+    containers of this host and PID namespace are judged: elsewhere, assume alive."""
     if labels.get(OWNER_HOST_LABEL) != host_identity():
         return True
     if labels.get(OWNER_BOOT_LABEL) != boot_id():
@@ -113,11 +112,13 @@ def remove_orphans() -> list[str]:
     removed = []
     # Filter on the owner label, not just LABEL: the classic builder's intermediate containers
     # inherit LABEL from our base image, and a concurrent build's must not be reaped.
-    for container in client().containers.list(all=True, filters={"label": [f"{LABEL}=1", OWNER_PID_LABEL]}):
-        if not _owner_alive(container):
+    # The list call's own records, not containers.list(), which inspects each container in a
+    # second request: a concurrent run's container removed in between made that raise NotFound.
+    for summary in client().api.containers(all=True, filters={"label": [f"{LABEL}=1", OWNER_PID_LABEL]}):
+        if not _owner_alive(summary.get("Labels") or {}):
             try:
-                container.remove(force=True)
-                removed.append(container.name)
+                client().api.remove_container(summary["Id"], force=True)
+                removed.append(str((summary.get("Names") or [summary["Id"][:12]])[0]).lstrip("/"))
             except docker.errors.NotFound:
                 pass
     if removed:

@@ -111,10 +111,14 @@ def stap_options_dir(cell: ExampleCell, name: str, options: list[str]) -> str:
     and `-c "stap ..."` examples find, instead of the stap they mean to probe."""
     directory = cell.work_dir / "stapdirs" / name
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "rc").write_text(" ".join(shlex.quote(o) for o in options) + "\n")
+    # Written whole or not at all: another compile thread's stap may be reading it right now.
+    cache.atomic_write_bytes(directory / "rc", (" ".join(shlex.quote(o) for o in options) + "\n").encode())
     link = directory / "cache"
-    if not link.is_symlink():
+    try:
         link.symlink_to(f"{STAP_CACHE_IN_CONTAINER}/cache")
+    except FileExistsError:  # made by an earlier test, or by another compile thread just now
+        if not link.is_symlink():
+            raise
     return f"/work/stapdirs/{name}"
 
 
@@ -376,7 +380,8 @@ def run_examples(cell: ExampleCell, tests: tuple[ExampleTest, ...], progress: Pr
         _prepare_tree(cell, container)
         progress(Step(f"{cell.kernel.release}: {len(tests)} example test(s) from {cell.corpus.origin}; "
                       f"compiling {cell.jobs} at a time"))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, cell.jobs)) as pool:
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, cell.jobs))
+        try:
             unsupported = dict(zip(first_of, pool.map(lambda t: _support(cell, container, t), first_of.values()),
                                    strict=True))
             checks = [t for t in tests if t.kind == "check" and unsupported[t.example] is None]
@@ -384,6 +389,10 @@ def run_examples(cell: ExampleCell, tests: tuple[ExampleTest, ...], progress: Pr
                 verdicts[verdict.test.name] = verdict
                 progress(Step(f"{cell.kernel.release}: {verdict.test.name}: {verdict.outcome.value} "
                               f"({'cached' if verdict.cached else f'{verdict.seconds:.0f} s'})"))
+        finally:
+            # On Ctrl-C or an error, don't wait for the compiles in flight (up to their time
+            # limit): leaving the container's block removes it, which ends them.
+            pool.shutdown(wait=False, cancel_futures=True)
     to_run = []
     for test in tests:
         reason = unsupported[test.example]
