@@ -27,7 +27,7 @@ from rich.logging import RichHandler
 from rich.status import Status
 from rich.text import Text
 
-from harness import docker_env, kernel_store, kernels, staps
+from harness import docker_env, kernel_store, kernels, registry, staps
 from harness.archive import Archive
 from harness.cell import CellContext, check_reruns
 from harness.errors import MatrixError, StapmatrixError
@@ -67,6 +67,7 @@ def command_run(args: argparse.Namespace) -> int:
         if args.kernel_config else ()
     kernel_spec = parse_kernel_spec(args.kernel, "--kernel", config=config)
     spec = parse_stap_spec(args.stap, "--stap")
+    registry.configured()  # a bad STAPMATRIX_REGISTRY is bad input, before anything runs
     if args.timeout is not None and not 1 <= args.timeout <= 3600:
         raise MatrixError(f"--timeout {args.timeout}: give whole seconds between 1 and 3600")
     check_reruns(args.reruns)
@@ -138,6 +139,10 @@ def describe_plan(matrix_path: Path, plan: Plan) -> list[str]:
     lines = [(f"{matrix_path}: {len(plan.kernels)} kernel(s) x {len(plan.staps)} systemtap build(s) = "
              f"{len(plan.cells)} cell(s); mirror {mirror().url} ({mirror().origin}), "
              f"security {security_mirror().url}")]
+    images_from = registry.configured()
+    if images_from:
+        lines.append(f"  images: looked up in {images_from.reference} before they are built"
+                     + ("; what is built is pushed there" if images_from.push else " (no push)"))
     for kernel in plan.kernels:
         name = f" [{kernel.spec.name}]" if kernel.spec.name else ""
         detail = kernel.identity if kernel.spec.kind != "deb" else f"{kernel.origin} {kernel.identity.split()[0]}"

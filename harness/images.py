@@ -6,6 +6,11 @@ A build is tagged only after it succeeded (the daemon builds untagged, we tag th
 so a failed or interrupted build leaves nothing that a later run could mistake for a good
 image. A file lock named after the tag makes pytest-xdist workers build each image once per
 run: the first builds, the others wait and find it.
+
+With a registry configured (harness/registry.py, STAPMATRIX_REGISTRY), an image missing here
+is pulled from there (and checked to be what its tag says) before it is built, and what is
+built is pushed when pushing is allowed. Every image carries its own tag as a label
+(`org.stapmatrix.tag`): the check a pulled image must pass.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import docker.errors
 import requests.exceptions
 from filelock import FileLock
 
-from harness import docker_env, recipes, staps
+from harness import docker_env, recipes, registry, staps
 from harness.cache import read_entry, write_entry
 from harness.errors import InfraError
 from harness.progress import ImageBuildFailed, ImageBuildStarted, ImageBuildStep, ImageBuilt, Progress
@@ -51,19 +56,27 @@ def build_log_path(tag: str) -> Path:
 
 
 def ensure(tag: str, build: Callable[[Path], None], progress: Progress) -> str:
-    """Build `tag` unless it exists; serialised across processes by a lock named after it.
-    The one place where an image is looked up before it is built."""
+    """Build `tag` unless it exists here or the registry has it; serialised across processes
+    by a lock named after it. The one place where an image is looked up before it is built,
+    and where a built image is pushed."""
     locks = cache_dir() / "locks"
     locks.mkdir(parents=True, exist_ok=True)
     with FileLock(str(locks / (tag.replace("/", "_").replace(":", "_") + ".lock"))):
-        if docker_env.image_exists(tag):
+        if docker_env.image_exists(tag) or registry.pull(tag, progress):
             return tag
         log_path = build_log_path(tag)
         started = time.monotonic()
         progress(ImageBuildStarted(tag, str(log_path)))
         build(log_path)
         progress(ImageBuilt(tag, round(time.monotonic() - started, 1)))
+        registry.push(tag, progress)
     return tag
+
+
+def labels(tag: str) -> dict[str, str]:
+    """What every image of ours carries: ours, and the tag it was built as (registry.py checks
+    a pulled image by it)."""
+    return {docker_env.LABEL: "1", registry.TAG_LABEL: tag}
 
 
 def _docker_build(context: bytes, buildargs: dict[str, str], tag: str, log_path: Path, progress: Progress,
@@ -80,7 +93,7 @@ def _docker_build(context: bytes, buildargs: dict[str, str], tag: str, log_path:
             try:
                 for chunk in api.build(
                     fileobj=io.BytesIO(context), custom_context=True, buildargs=buildargs, rm=True,
-                    forcerm=True, decode=True, network_mode=network, labels={docker_env.LABEL: "1"},
+                    forcerm=True, decode=True, network_mode=network, labels=labels(tag),
                     pull=False,
                 ):
                     text = chunk.get("stream", "")
@@ -163,7 +176,7 @@ def _debootstrap(suite: str, tag: str, log_path: Path) -> None:
         repository, _, version = tag.partition(":")
         docker_env.client().api.import_image_from_file(
             str(tarball), repository=repository, tag=version,
-            changes=[f"LABEL {docker_env.LABEL}=1", 'CMD ["/bin/bash"]'],
+            changes=[f'LABEL {name}="{value}"' for name, value in labels(tag).items()] + ['CMD ["/bin/bash"]'],
         )
 
 
