@@ -27,13 +27,14 @@ from rich.logging import RichHandler
 from rich.status import Status
 from rich.text import Text
 
-from harness import docker_env, kernel_store, kernels, registry, staps
+from harness import docker_env, images, kernel_pack, kernel_store, kernels, registry, staps
 from harness.archive import Archive
 from harness.cell import CellContext, check_reruns
 from harness.errors import MatrixError, StapmatrixError
 from harness.kconfig import parse_config_items
 from harness.outcomes import Outcome
 from harness.plan import Cell, Plan, make_cell, stap_tests
+from harness.progress import Event, ImagePulled, ImagePushed
 from harness.report import diff as report_diff
 from harness.report.escape import terminal, terminal_line
 from harness.report.grid import cell_id
@@ -239,6 +240,79 @@ def command_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_images(args: argparse.Namespace) -> int:
+    """Every distinct image of the plan, once: found, pulled or built, and with
+    STAPMATRIX_REGISTRY_PUSH=1 in the registry afterwards (a workflow's images job)."""
+    _, plan = plan_matrix(Path(args.matrix), Archive(), args.cell)
+    prepare_process(docker_required=True)
+    settled: set[str] = set()  # built or pulled here: ensure pushed what it built
+
+    def show(event: Event) -> None:
+        if isinstance(event, (ImagePushed, ImagePulled)):
+            settled.add(event.tag)
+        progress(event.text())
+
+    tags: list[str] = []
+    for cell in plan.cells:
+        tags += [tag for tag in images.make_cell_images(cell, show) if tag not in tags]
+    for tag in tags:
+        if tag not in settled:
+            registry.publish(tag, show)
+    console.print(f"{len(tags)} image(s) of {len(plan.cells)} cell(s) ready: " + " ".join(tags),
+                  markup=False, highlight=False)
+    return 0
+
+
+def command_kernel_store(args: argparse.Namespace) -> int:
+    """Kernel store entries as tarballs and back (the Actions cache of kernel trees)."""
+    if args.action == "list":
+        for path, size in kernel_store.entries():
+            tree = kernel_store.find(path.name)
+            if tree:
+                print(f"{path.name} {size // (1024 * 1024)} MiB {tree.release} ({tree.identity})")
+        return 0
+    if args.action == "pack":
+        if args.output is None:
+            raise MatrixError("kernel-store pack: give --output DIR (where KEY.tar.zst is written)")
+        for key in args.items:
+            kernel_pack.check_key(key, "kernel-store pack")
+            if args.missing_ok and kernel_store.find(key) is None:
+                console.print(f"kernel-store pack: {key} is not in the store: nothing packed", markup=False)
+                continue
+            started = time.monotonic()
+            written = kernel_pack.pack(key, Path(args.output))
+            console.print(f"packed {key} into {written} ({written.stat().st_size // (1024 * 1024)} MiB) in "
+                          f"{time.monotonic() - started:.0f} s", markup=False, highlight=False)
+        return 0
+    for archive in kernel_pack.archives([Path(p) for p in args.items]):
+        started = time.monotonic()
+        key, unpacked = kernel_pack.unpack(archive)
+        console.print(f"unpacked {archive} into the kernel store as {key} in {time.monotonic() - started:.0f} s"
+                      if unpacked else f"{key}: already in the kernel store; {archive} left unused",
+                      markup=False, highlight=False)
+    return 0
+
+
+def add_images_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    made = commands.add_parser("images", help="make every image of a matrix once (pull or build; push with "
+                                              "STAPMATRIX_REGISTRY_PUSH=1)")
+    made.add_argument("--matrix", default="matrix.yaml")
+    made.add_argument("--cell", metavar="ID", help="only this cell's images")
+    made.set_defaults(handler=command_images)
+
+
+def add_kernel_store_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    store = commands.add_parser("kernel-store", help="list the kernel store, pack entries into tarballs, unpack them")
+    store.add_argument("action", choices=("list", "pack", "unpack"))
+    store.add_argument("items", nargs="*", metavar="KEY-OR-FILE",
+                       help="pack: store keys (deb-..., git-..., path-...); unpack: KEY.tar.zst files or "
+                            "directories holding them")
+    store.add_argument("--output", metavar="DIR", help="pack: the directory KEY.tar.zst is written into")
+    store.add_argument("--missing-ok", action="store_true",
+                       help="pack: a key the store does not have (its cell failed early) is not an error")
+    store.set_defaults(handler=command_kernel_store)
+
+
 def write_output(option: str, path: Path, write: Callable[[Path], object]) -> None:
     """Write one output file of `report`; a path that cannot be written (a directory, a
     missing parent that cannot be made, no permission) is bad input naming the option."""
@@ -386,6 +460,8 @@ def parser() -> argparse.ArgumentParser:
                        help="also remove the kernel store (extracted and built kernels) and forget failed builds")
     clean.set_defaults(handler=command_clean)
     add_report_commands(commands)
+    add_kernel_store_command(commands)
+    add_images_command(commands)
     return top
 
 

@@ -32,6 +32,7 @@ from filelock import FileLock
 from harness import docker_env, recipes, registry, staps
 from harness.cache import read_entry, write_entry
 from harness.errors import InfraError
+from harness.plan import Cell
 from harness.progress import ImageBuildFailed, ImageBuildStarted, ImageBuildStep, ImageBuilt, Progress
 from harness.recipes import Recipe
 from harness.settings import cache_dir, mirror, mirror_url
@@ -211,6 +212,34 @@ def cell_image(stap_tag: str, compilers: tuple[str, ...], cc: str, progress: Pro
 def runner_image(progress: Progress) -> str:
     base_image(RUNNER_SUITE, progress)
     return build(recipes.runner_recipe(), progress)
+
+
+# --- every image of a plan, for a registry --------------------------------------------------
+
+def cell_tags(cell: Cell) -> list[str]:
+    """The tags of the images a cell needs that are known before its kernel is in the store
+    (no Docker needed): base, systemtap (and a source build's dependencies), runner, and the
+    kernel build toolchain for a kernel built from source. A cell image (a compiler the
+    systemtap image lacks) depends on the kernel's compiler and is made by the cell itself."""
+    if cell.stap.spec.kind == "deb":
+        stap = [recipes.stap_deb_recipe(cell.base_suite, cell.stap.packages).tag]
+    else:
+        stap = [recipes.stap_deps_recipe(cell.base_suite).tag,
+                recipes.stap_source_recipe(cell.base_suite, cell.stap.version, cell.stap.version_label).tag]
+    kernel = ([recipes.base_tag(KERNEL_BUILD_SUITE), recipes.kernel_build_tag()] if cell.kernel.spec.kind == "git"
+              else [])
+    return list(dict.fromkeys([recipes.base_tag(cell.base_suite), *stap, *kernel, recipes.base_tag(RUNNER_SUITE),
+                               recipes.runner_recipe().tag]))
+
+
+def make_cell_images(cell: Cell, progress: Progress) -> list[str]:
+    """The images of `cell_tags`, each found, pulled or built; their tags."""
+    base_image(cell.base_suite, progress)
+    stap_image(cell.base_suite, cell.stap, progress)
+    if cell.kernel.spec.kind == "git":
+        kernel_build_image(progress)
+    runner_image(progress)
+    return cell_tags(cell)
 
 
 def content_key(tag: str) -> str:

@@ -191,6 +191,24 @@ def push(tag: str, progress: Progress, registry: Registry | None = None) -> bool
     return True
 
 
+def publish(tag: str, progress: Progress, registry: Registry | None = None) -> bool:
+    """Push a local image that was not built just now (the images job of a workflow whose
+    runner already had it), after the same check a pull makes: an image built before images
+    carried their tag label would be refused by every puller, so it is not pushed."""
+    registry = registry or configured()
+    if registry is None or not registry.push:
+        return False
+    try:
+        refusal = _refusal(_api().inspect_image(tag), tag)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as error:
+        refusal = _failure(error)
+    if refusal:
+        progress(ImagePushFailed(tag, registry.remote(tag), f"the local image is not fit to share: {refusal}; "
+                                 "`stapmatrix clean --images` and build it again"))
+        return False
+    return push(tag, progress, registry)
+
+
 def _untag(remote: str) -> None:
     """Remove the registry's name from the local daemon (the image stays under its local tag)."""
     try:
