@@ -32,10 +32,11 @@ from harness.archive import Archive
 from harness.cell import CellContext, check_reruns
 from harness.errors import MatrixError, StapmatrixError
 from harness.kconfig import parse_config_items
-from harness.outcomes import Outcome
+from harness.outcomes import Outcome, Result
 from harness.plan import Cell, Plan, make_cell, stap_tests
 from harness.progress import Event, ImagePulled, ImagePushed
 from harness.report import diff as report_diff
+from harness.report import history
 from harness.report.escape import terminal, terminal_line
 from harness.report.grid import cell_id
 from harness.report.html import render_html, write_run_reports
@@ -378,8 +379,17 @@ def command_report(args: argparse.Namespace) -> int:
 def command_diff(args: argparse.Namespace) -> int:
     """Exit 1 for regressions (flaky and infrastructure errors are reported apart), and with
     --fail-on-vanished for cells or tests of the base run that the new run does not have."""
-    diff = report_diff.diff_results(load_runs([Path(args.base)]), load_runs([Path(args.new)]))
-    sys.stdout.write(report_diff.DIFF_FORMATS[args.format](diff))
+    base, new = load_runs([Path(args.base)]), load_runs([Path(args.new)])
+    diff = report_diff.diff_results(base, new)
+    text = report_diff.DIFF_FORMATS[args.format](diff)
+    if args.history or args.write_history:
+        still = nightly(args, base, new)
+        if args.format == "json":  # one document: the diff's, with the failures that are not new
+            text = json.dumps(dict(json.loads(text), **json.loads(history.render_still_failing_json(still))),
+                              indent=2) + "\n"
+        else:
+            text += history.STILL_FAILING_FORMATS[args.format](still)
+    sys.stdout.write(text)
     if diff.regressed:
         return 1
     vanished = [f"{k} x {s}" for k, s in diff.cells_vanished] + \
@@ -390,6 +400,20 @@ def command_diff(args: argparse.Namespace) -> int:
                            style="red"))
         return 1
     return 0
+
+
+def nightly(args: argparse.Namespace, base: list[Result], new: list[Result]) -> list[history.Failing]:
+    """`diff --history`: the failures that are not new, each with the night it began, and
+    tonight's history for the next night (written even when something regressed)."""
+    date = history.check_date(args.date or time.strftime("%Y-%m-%d", time.gmtime()), "--date")
+    previous = history.load_history(Path(args.history)) if args.history else None
+    if args.history and previous is None:
+        console.print(f"stapmatrix: no history at {args.history} (the first night, or not a nightly baseline): "
+                      "failures already in BASE are dated 'before the history began'", markup=False, highlight=False)
+    tonight = history.advance(previous, base, new, date)
+    if args.write_history:
+        write_output("--write-history", Path(args.write_history), lambda p: history.write_history(p, tonight))
+    return history.still_failing(previous, base, tonight)
 
 
 def add_report_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -410,6 +434,11 @@ def add_report_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     diff.add_argument("--format", choices=sorted(report_diff.DIFF_FORMATS), default="text")
     diff.add_argument("--fail-on-vanished", action="store_true",
                       help="exit 1 when cells or tests of BASE are missing from NEW (a job that brought nothing)")
+    diff.add_argument("--history", metavar="FILE",
+                      help="BASE's history (history.json of the last nightly): list the failures that are not new "
+                           "with the night each began; a missing FILE is the first night")
+    diff.add_argument("--write-history", metavar="FILE", help="write NEW's history here (for the next night)")
+    diff.add_argument("--date", metavar="YYYY-MM-DD", help="tonight's date in the history (default: today, UTC)")
     diff.set_defaults(handler=command_diff)
 
 
