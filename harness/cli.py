@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -27,10 +28,10 @@ from rich.logging import RichHandler
 from rich.status import Status
 from rich.text import Text
 
-from harness import docker_env, images, kernel_pack, kernel_store, kernels, registry, staps
+from harness import docker_env, github_api, images, kernel_pack, kernel_store, kernels, registry, staps
 from harness.archive import Archive
 from harness.cell import CellContext, check_reruns
-from harness.errors import MatrixError, StapmatrixError
+from harness.errors import InfraError, MatrixError, StapmatrixError
 from harness.kconfig import parse_config_items
 from harness.outcomes import Outcome, Result
 from harness.plan import Cell, Plan, make_cell, stap_tests
@@ -264,6 +265,41 @@ def command_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_nightly_baseline(args: argparse.Namespace) -> int:
+    """Last night's run for a scheduled run's baseline: `run-id=` and `date=` in
+    --github-output (nothing when there is none; GitHub's API failing is one line, and the
+    night runs without a baseline)."""
+    if not re.fullmatch(r"[0-9]{1,20}", args.current_run):
+        raise MatrixError(f"--current-run {args.current_run[:40]!r}: give the run's id (${{{{ github.run_id }}}})")
+    try:
+        found = github_api.last_night(args.repository, args.workflow_ref, args.branch, args.artifact,
+                                      int(args.current_run), os.environ.get("GITHUB_TOKEN", ""))
+    except InfraError as error:
+        console.print(f"stapmatrix: no baseline tonight: {error}", markup=False, highlight=False)
+        return 0
+    if found is None:
+        console.print(f"stapmatrix: no earlier scheduled run of {args.branch} with a report: no baseline tonight",
+                      markup=False, highlight=False)
+        return 0
+    console.print(f"baseline: run {found.run_id} of {found.created_at} ({found.conclusion})", markup=False,
+                  highlight=False)
+    if args.github_output:
+        with open(args.github_output, "a") as output:
+            output.write(f"run-id={found.run_id}\ndate={found.date}\n")
+    return 0
+
+
+def add_nightly_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    night = commands.add_parser("nightly-baseline", help="find last night's run of a scheduled workflow (GitHub)")
+    night.add_argument("--repository", required=True, help="OWNER/REPO (${{ github.repository }})")
+    night.add_argument("--workflow-ref", required=True, help="${{ github.workflow_ref }}: the workflow whose runs count")
+    night.add_argument("--branch", required=True, help="the branch (${{ github.ref_name }})")
+    night.add_argument("--artifact", required=True, help="the merged report's artifact name (NAME=report)")
+    night.add_argument("--current-run", required=True, help="this run's id, never its own baseline")
+    night.add_argument("--github-output", metavar="FILE", help="append run-id=ID and date=YYYY-MM-DD ($GITHUB_OUTPUT)")
+    night.set_defaults(handler=command_nightly_baseline)
+
+
 def command_kernel_store(args: argparse.Namespace) -> int:
     """Kernel store entries as tarballs and back (the Actions cache of kernel trees)."""
     if args.action == "list":
@@ -491,6 +527,7 @@ def parser() -> argparse.ArgumentParser:
     add_report_commands(commands)
     add_kernel_store_command(commands)
     add_images_command(commands)
+    add_nightly_command(commands)
     return top
 
 

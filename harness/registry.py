@@ -118,6 +118,8 @@ def _stream(chunks: Iterator[dict[str, object]], what: str) -> None:
 
 
 def _failure(error: BaseException) -> str:
+    if isinstance(error, docker.errors.NotFound) or "manifest unknown" in str(error):
+        return "not in the registry"
     if isinstance(error, docker.errors.APIError):
         return str(error.explanation or error).splitlines()[0][:300]
     if isinstance(error, requests.exceptions.RequestException):
