@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -184,8 +185,8 @@ def github_matrix(plan: Plan, matrix_path: Path) -> dict[str, list[dict[str, str
             f"{GITHUB_MATRIX_LIMIT} jobs: split the matrix into files of at most {GITHUB_MATRIX_LIMIT} cells "
             "(e.g. the kernels in two halves, each file with every systemtap build) and call the workflow "
             "once per file, or leave cells out with `exclude:`")
-    return {"include": [{"cell": cell.id, "kernel": cell.kernel.spec.spec, "stap": cell.stap.spec.spec}
-                        for cell in plan.cells]}
+    return {"include": [{"cell": cell.id, "kernel": cell.kernel.spec.spec, "stap": cell.stap.spec.spec,
+                         "kernel_key": cell.kernel.key} for cell in plan.cells]}
 
 
 def command_plan(args: argparse.Namespace) -> int:
@@ -203,9 +204,13 @@ def command_plan(args: argparse.Namespace) -> int:
         return 0
     text = json.dumps(github_matrix(plan, matrix.path), separators=(",", ":"))
     print(text)
+    images_from = ""
+    if args.registry and args.registry != "-":
+        # GitHub's expressions cannot lower-case an owner's name; a registry reference must be.
+        images_from = registry.parse_reference(args.registry.lower(), "--registry")
     if args.github_output:
         with open(args.github_output, "a") as output:  # GitHub's `name=value` lines: one line of JSON
-            output.write(f"matrix={text}\ncells={len(plan.cells)}\n")
+            output.write(f"matrix={text}\ncells={len(plan.cells)}\nregistry={images_from}\n")
     return 0
 
 
@@ -217,6 +222,9 @@ def add_plan_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
                            f"more than {GITHUB_MATRIX_LIMIT} cells is an error")
     plan.add_argument("--github-output", metavar="FILE",
                       help="with --github: also append `matrix=JSON` and `cells=N` to FILE ($GITHUB_OUTPUT)")
+    plan.add_argument("--registry", metavar="REFERENCE",
+                      help="with --github-output: also write `registry=REFERENCE`, lower-cased and checked "
+                           "(`-`: none), the STAPMATRIX_REGISTRY of the workflow's images and cell jobs")
     plan.add_argument("--artifact-prefix", metavar="NAME",
                       help="check NAME, the workflow's prefix of artifact names and cache keys: letters, digits, "
                            "'.', '_', '-'")
@@ -262,6 +270,29 @@ def command_images(args: argparse.Namespace) -> int:
             registry.publish(tag, show)
     console.print(f"{len(tags)} image(s) of {len(plan.cells)} cell(s) ready: " + " ".join(tags),
                   markup=False, highlight=False)
+    return 0
+
+
+def command_registry_login(args: argparse.Namespace) -> int:
+    """`docker login` to STAPMATRIX_REGISTRY's host with REGISTRY_USER and REGISTRY_TOKEN (the
+    token on stdin, never in argv), so that this process's Docker clients may pull and push."""
+    images_from = registry.configured()
+    if images_from is None:
+        raise MatrixError("registry-login: STAPMATRIX_REGISTRY is not set: name the registry "
+                          "(e.g. STAPMATRIX_REGISTRY=ghcr.io/OWNER/stapmatrix)")
+    user, token = os.environ.get("REGISTRY_USER", ""), os.environ.get("REGISTRY_TOKEN", "")
+    if not user or not token:
+        raise MatrixError("registry-login: set REGISTRY_USER and REGISTRY_TOKEN (in a workflow: github.actor and "
+                          "github.token)")
+    try:
+        completed = subprocess.run(["docker", "login", images_from.host, "--username", user, "--password-stdin"],
+                                   input=token, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise InfraError(f"registry-login: `docker login {images_from.host}` did not run ({error})") from None
+    if completed.returncode != 0:
+        said = (completed.stderr.strip().splitlines() or ["no message"])[-1][:300]
+        raise InfraError(f"registry-login: `docker login {images_from.host}` failed: {said}")
+    console.print(f"logged in to {images_from.host} as {user}", markup=False, highlight=False)
     return 0
 
 
@@ -528,6 +559,9 @@ def parser() -> argparse.ArgumentParser:
     add_kernel_store_command(commands)
     add_images_command(commands)
     add_nightly_command(commands)
+    login = commands.add_parser("registry-login", help="docker login to STAPMATRIX_REGISTRY (REGISTRY_USER, "
+                                                       "REGISTRY_TOKEN from the environment)")
+    login.set_defaults(handler=command_registry_login)
     return top
 
 
