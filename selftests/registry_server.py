@@ -4,6 +4,7 @@ pulls from 127.0.0.0/8 over plain HTTP without any daemon configuration."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -21,17 +22,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-def loopback_registry(tmp_path: Path) -> Iterator[str]:
-    """Debian's docker-registry on a free loopback port, storage in tmp_path; its reference."""
+@contextlib.contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    """Debian's docker-registry on a free loopback port, storage in `directory`; yields its
+    reference (127.0.0.1:PORT/stapmatrix) and stops it afterwards. RuntimeError when it is
+    not installed or does not come up."""
     program = shutil.which("docker-registry")
     if program is None:
-        pytest.skip("docker-registry is not installed: `apt-get install docker-registry` (./sm test installs it)")
+        raise FileNotFoundError("docker-registry is not installed: `apt-get install docker-registry` "
+                                "(./sm test installs it)")
+    directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    config = tmp_path / "registry.yml"
-    config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/data\n"
+    config = directory / "registry.yml"
+    config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {directory}/data\n"
                       f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n")
-    with (tmp_path / "registry.log").open("w") as log:
+    with (directory / "registry.log").open("w") as log:
         process = subprocess.Popen([program, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
@@ -42,9 +47,20 @@ def loopback_registry(tmp_path: Path) -> Iterator[str]:
                         break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("docker-registry did not come up: " + (tmp_path / "registry.log").read_text()[-2000:])
+                    raise RuntimeError("docker-registry did not come up: "
+                                       + (directory / "registry.log").read_text()[-2000:]) from None
                 time.sleep(0.2)
         yield f"127.0.0.1:{port}/stapmatrix"
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture
+def loopback_registry(tmp_path: Path) -> Iterator[str]:
+    """A real registry for one test (its storage in tmp_path); its reference."""
+    try:
+        with serve(tmp_path / "registry") as reference:
+            yield reference
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
