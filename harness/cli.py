@@ -36,7 +36,7 @@ from harness.errors import InfraError, MatrixError, StapmatrixError
 from harness.kconfig import parse_config_items
 from harness.outcomes import Outcome, Result
 from harness.plan import Cell, Plan, make_cell, stap_tests
-from harness.progress import Event, ImagePulled, ImagePushed
+from harness.progress import Event, ImagePulled, ImagePushed, ImagePushFailed
 from harness.report import diff as report_diff
 from harness.report import history
 from harness.report.escape import terminal, terminal_line
@@ -258,7 +258,7 @@ def command_images(args: argparse.Namespace) -> int:
     settled: set[str] = set()  # built or pulled here: ensure pushed what it built
 
     def show(event: Event) -> None:
-        if isinstance(event, (ImagePushed, ImagePulled)):
+        if isinstance(event, (ImagePushed, ImagePushFailed, ImagePulled)):
             settled.add(event.tag)
         progress(event.text())
 
