@@ -206,7 +206,7 @@ def images_stage(env: dict[str, str], label: str) -> tuple[float, dict[str, int]
          str(ROOT / "tests/stap/begin_end.stp")], env, f"registry-{label}")
     (record,) = json.loads(results.read_text())
     counts: dict[str, int] = {}
-    for event in read_events(Path(record["artifacts"]["dir"]).parent):
+    for event in read_events((results.parent / record["artifacts"]["dir"]).parent):  # relative to the file
         if str(event["event"]).startswith("Image") and event["event"] != "ImageBuildStep":
             counts[str(event["event"])] = counts.get(str(event["event"]), 0) + 1
     return float(record["stages"]["images"]["seconds"]), counts
