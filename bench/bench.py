@@ -21,7 +21,12 @@ own cache is left alone). What it measures:
   place and nothing is compiled (stap's cache and the check verdicts emptied), then again:
   wall time, compile (test_check) and run (test_installcheck) seconds, tests per minute.
 
-`--only SECTION...` measures some of these: matrix, cell, compiles, examples.
+- a cell's image stage built (its images removed from the local daemon first) against the
+  same stage pulled from a registry (Debian's docker-registry on a loopback port, as in
+  selftests/test_registry.py), in one run; and its kernel's store entry packed into a tarball
+  (the Actions cache's) and unpacked again, against its download and extraction.
+
+`--only SECTION...` measures some of these: matrix, cell, compiles, examples, registry.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 STAP = "deb:5.6-1"
 TRIES = 3
-SECTIONS = ["matrix", "cell", "compiles", "examples"]
+SECTIONS = ["matrix", "cell", "compiles", "examples", "registry"]
 KERNEL = ""  # main() chooses it
 
 
@@ -196,6 +201,85 @@ def examples_run(env: dict[str, str], cache: Path) -> list[tuple[str, str]]:
     return rows
 
 
+def images_stage(env: dict[str, str], label: str) -> tuple[float, dict[str, int]]:
+    """One `stapmatrix run` of the bench cell: its images stage's seconds and the count of
+    each image event (from the run's events.jsonl)."""
+    from harness.progress import read_events
+
+    results = BENCH / "artifacts" / f"registry-{label}.json"
+    run([sys.executable, "-m", "harness.cli", "run", "--kernel", KERNEL, "--stap", STAP, "--json", str(results),
+         str(ROOT / "tests/stap/begin_end.stp")], env, f"registry-{label}")
+    (record,) = json.loads(results.read_text())
+    counts: dict[str, int] = {}
+    for event in read_events((results.parent / record["artifacts"]["dir"]).parent):  # relative to the file
+        if str(event["event"]).startswith("Image") and event["event"] != "ImageBuildStep":
+            counts[str(event["event"])] = counts.get(str(event["event"]), 0) + 1
+    return float(record["stages"]["images"]["seconds"]), counts
+
+
+def registry_rows(env: dict[str, str], cache: Path) -> list[tuple[str, str]]:
+    """The cell's images built from nothing, pushed, removed, pulled: one run, one loopback
+    registry. Then its kernel tree packed and unpacked (into a scratch store)."""
+    from harness import docker_env, kernel_pack, kernel_store, kernels, staps
+    from harness.archive import Archive
+    from harness.images import cell_tags
+    from harness.plan import make_cell
+    from harness.specs import parse_kernel_spec, parse_stap_spec
+    from selftests.registry_server import serve
+
+    os.environ["STAPMATRIX_CACHE"] = str(cache)
+    archive = Archive()
+    kernel = kernels.resolve(parse_kernel_spec(KERNEL, "bench"), "bench", archive)
+    cell = make_cell(kernel, staps.resolve(parse_stap_spec(STAP, "bench"), "bench", archive), (), None)
+    tags = cell_tags(cell)
+    client = docker_env.client()
+
+    def remove_cell_images() -> None:
+        for tag in tags:
+            if docker_env.image_exists(tag):
+                client.images.remove(tag, force=True)
+        client.images.prune(filters={"dangling": True})
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="stapmatrix-bench-registry-") as scratch, serve(Path(scratch)) as reference:
+        env = dict(env, STAPMATRIX_REGISTRY=reference)
+        remove_cell_images()
+        built, built_events = images_stage(env, "built")
+        pushed = run([sys.executable, "-m", "harness.cli", "images", "--matrix", str(write_matrix())],
+                     dict(env, STAPMATRIX_REGISTRY_PUSH="1"), "registry-push")
+        remove_cell_images()
+        pulled, pulled_events = images_stage(env, "pulled")
+        rows.append((f"a cell's image stage, built (no local images; {', '.join(tags)})",
+                     f"{built:.0f} s ({built_events.get('ImageBuilt', 0)} built)"))
+        rows.append(("the same images pushed to a loopback registry (`stapmatrix images`)", f"{pushed:.0f} s"))
+        counted = (f"{pulled_events.get('ImagePulled', 0)} pulled, {pulled_events.get('ImageBuilt', 0)} built; "
+                   f"{built / max(pulled, 0.1):.0f}x faster")
+        rows.append(("the same image stage, pulled from that registry", f"{pulled:.0f} s ({counted})"))
+    tree = kernel_store.find(kernel.key)
+    if tree is not None:
+        entry_bytes = du_bytes(kernel_store.store_dir() / kernel.key)
+        with tempfile.TemporaryDirectory(prefix="stapmatrix-bench-pack-") as scratch:
+            started = time.monotonic()
+            packed = kernel_pack.pack(kernel.key, Path(scratch) / "pack")
+            pack_s = time.monotonic() - started
+            os.environ["STAPMATRIX_CACHE"] = str(Path(scratch) / "cache")
+            started = time.monotonic()
+            kernel_pack.unpack(packed)
+            unpack_s = time.monotonic() - started
+            os.environ["STAPMATRIX_CACHE"] = str(cache)
+            sizes = f"{entry_bytes / 1e9:.1f} GB -> {packed.stat().st_size / 1e9:.1f} GB, {packed.suffix[1:]}"
+            rows.append((f"the kernel's store entry packed ({sizes})", f"{pack_s:.0f} s"))
+            rows.append(("the same entry unpacked and checked (what a cell job does on a cache hit)", f"{unpack_s:.0f} s"))
+    return rows
+
+
+def write_matrix() -> Path:
+    path = BENCH / "artifacts" / "registry-matrix.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"kernels: [{KERNEL}]\nstap: ['{STAP}']\ntests: [{ROOT / 'tests/stap/begin_end.stp'}]\n")
+    return path
+
+
 def machine() -> str:
     memory = next((int(line.split()[1]) // (1024 * 1024) for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal:")), 0)
@@ -261,6 +345,9 @@ def main() -> int:
 
     if "examples" in args.only:
         rows += examples_run(env, cache)
+
+    if "registry" in args.only:
+        rows += registry_rows(env, cache)
 
     table = [f"Measured {time.strftime('%Y-%m-%d')} on {machine()}:", "",
              "| what | measured |", "| --- | --- |"] + [f"| {what} | {value} |" for what, value in rows]

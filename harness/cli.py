@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -27,14 +29,16 @@ from rich.logging import RichHandler
 from rich.status import Status
 from rich.text import Text
 
-from harness import docker_env, kernel_store, kernels, staps
+from harness import docker_env, github_api, images, kernel_pack, kernel_store, kernels, registry, staps
 from harness.archive import Archive
 from harness.cell import CellContext, check_reruns
-from harness.errors import MatrixError, StapmatrixError
+from harness.errors import InfraError, MatrixError, StapmatrixError
 from harness.kconfig import parse_config_items
-from harness.outcomes import Outcome
+from harness.outcomes import Outcome, Result
 from harness.plan import Cell, Plan, make_cell, stap_tests
+from harness.progress import Event, ImagePulled, ImagePushed, ImagePushFailed
 from harness.report import diff as report_diff
+from harness.report import history
 from harness.report.escape import terminal, terminal_line
 from harness.report.grid import cell_id
 from harness.report.html import render_html, write_run_reports
@@ -67,6 +71,7 @@ def command_run(args: argparse.Namespace) -> int:
         if args.kernel_config else ()
     kernel_spec = parse_kernel_spec(args.kernel, "--kernel", config=config)
     spec = parse_stap_spec(args.stap, "--stap")
+    registry.configured()  # a bad STAPMATRIX_REGISTRY is bad input, before anything runs
     if args.timeout is not None and not 1 <= args.timeout <= 3600:
         raise MatrixError(f"--timeout {args.timeout}: give whole seconds between 1 and 3600")
     check_reruns(args.reruns)
@@ -138,6 +143,10 @@ def describe_plan(matrix_path: Path, plan: Plan) -> list[str]:
     lines = [(f"{matrix_path}: {len(plan.kernels)} kernel(s) x {len(plan.staps)} systemtap build(s) = "
              f"{len(plan.cells)} cell(s); mirror {mirror().url} ({mirror().origin}), "
              f"security {security_mirror().url}")]
+    images_from = registry.configured()
+    if images_from:
+        lines.append(f"  images: looked up in {images_from.reference} before they are built"
+                     + ("; what is built is pushed there" if images_from.push else " (no push)"))
     for kernel in plan.kernels:
         name = f" [{kernel.spec.name}]" if kernel.spec.name else ""
         detail = kernel.identity if kernel.spec.kind != "deb" else f"{kernel.origin} {kernel.identity.split()[0]}"
@@ -176,8 +185,8 @@ def github_matrix(plan: Plan, matrix_path: Path) -> dict[str, list[dict[str, str
             f"{GITHUB_MATRIX_LIMIT} jobs: split the matrix into files of at most {GITHUB_MATRIX_LIMIT} cells "
             "(e.g. the kernels in two halves, each file with every systemtap build) and call the workflow "
             "once per file, or leave cells out with `exclude:`")
-    return {"include": [{"cell": cell.id, "kernel": cell.kernel.spec.spec, "stap": cell.stap.spec.spec}
-                        for cell in plan.cells]}
+    return {"include": [{"cell": cell.id, "kernel": cell.kernel.spec.spec, "stap": cell.stap.spec.spec,
+                         "kernel_key": cell.kernel.key} for cell in plan.cells]}
 
 
 def command_plan(args: argparse.Namespace) -> int:
@@ -195,9 +204,13 @@ def command_plan(args: argparse.Namespace) -> int:
         return 0
     text = json.dumps(github_matrix(plan, matrix.path), separators=(",", ":"))
     print(text)
+    images_from = ""
+    if args.registry and args.registry != "-":
+        # GitHub's expressions cannot lower-case an owner's name; a registry reference must be.
+        images_from = registry.parse_reference(args.registry.lower(), "--registry")
     if args.github_output:
         with open(args.github_output, "a") as output:  # GitHub's `name=value` lines: one line of JSON
-            output.write(f"matrix={text}\ncells={len(plan.cells)}\n")
+            output.write(f"matrix={text}\ncells={len(plan.cells)}\nregistry={images_from}\n")
     return 0
 
 
@@ -209,6 +222,9 @@ def add_plan_command(commands: argparse._SubParsersAction[argparse.ArgumentParse
                            f"more than {GITHUB_MATRIX_LIMIT} cells is an error")
     plan.add_argument("--github-output", metavar="FILE",
                       help="with --github: also append `matrix=JSON` and `cells=N` to FILE ($GITHUB_OUTPUT)")
+    plan.add_argument("--registry", metavar="REFERENCE",
+                      help="with --github-output: also write `registry=REFERENCE`, lower-cased and checked "
+                           "(`-`: none), the STAPMATRIX_REGISTRY of the workflow's images and cell jobs")
     plan.add_argument("--artifact-prefix", metavar="NAME",
                       help="check NAME, the workflow's prefix of artifact names and cache keys: letters, digits, "
                            "'.', '_', '-'")
@@ -232,6 +248,137 @@ def command_clean(args: argparse.Namespace) -> int:
                 client.images.remove(tag, force=True)
                 print(f"removed image {tag}")
     return 0
+
+
+def command_images(args: argparse.Namespace) -> int:
+    """Every distinct image of the plan, once: found, pulled or built, and with
+    STAPMATRIX_REGISTRY_PUSH=1 in the registry afterwards (a workflow's images job)."""
+    _, plan = plan_matrix(Path(args.matrix), Archive(), args.cell)
+    prepare_process(docker_required=True)
+    settled: set[str] = set()  # built or pulled here: ensure pushed what it built
+
+    def show(event: Event) -> None:
+        if isinstance(event, (ImagePushed, ImagePushFailed, ImagePulled)):
+            settled.add(event.tag)
+        progress(event.text())
+
+    tags: list[str] = []
+    for cell in plan.cells:
+        tags += [tag for tag in images.make_cell_images(cell, show) if tag not in tags]
+    for tag in tags:
+        if tag not in settled:
+            registry.publish(tag, show)
+    console.print(f"{len(tags)} image(s) of {len(plan.cells)} cell(s) ready: " + " ".join(tags),
+                  markup=False, highlight=False)
+    return 0
+
+
+def command_registry_login(args: argparse.Namespace) -> int:
+    """`docker login` to STAPMATRIX_REGISTRY's host with REGISTRY_USER and REGISTRY_TOKEN (the
+    token on stdin, never in argv), so that this process's Docker clients may pull and push."""
+    images_from = registry.configured()
+    if images_from is None:
+        raise MatrixError("registry-login: STAPMATRIX_REGISTRY is not set: name the registry "
+                          "(e.g. STAPMATRIX_REGISTRY=ghcr.io/OWNER/stapmatrix)")
+    user, token = os.environ.get("REGISTRY_USER", ""), os.environ.get("REGISTRY_TOKEN", "")
+    if not user or not token:
+        raise MatrixError("registry-login: set REGISTRY_USER and REGISTRY_TOKEN (in a workflow: github.actor and "
+                          "github.token)")
+    try:
+        completed = subprocess.run(["docker", "login", images_from.host, "--username", user, "--password-stdin"],
+                                   input=token, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise InfraError(f"registry-login: `docker login {images_from.host}` did not run ({error})") from None
+    if completed.returncode != 0:
+        said = (completed.stderr.strip().splitlines() or ["no message"])[-1][:300]
+        raise InfraError(f"registry-login: `docker login {images_from.host}` failed: {said}")
+    console.print(f"logged in to {images_from.host} as {user}", markup=False, highlight=False)
+    return 0
+
+
+def command_nightly_baseline(args: argparse.Namespace) -> int:
+    """Last night's run for a scheduled run's baseline: `run-id=` and `date=` in
+    --github-output (nothing when there is none; GitHub's API failing is one line, and the
+    night runs without a baseline)."""
+    if not re.fullmatch(r"[0-9]{1,20}", args.current_run):
+        raise MatrixError(f"--current-run {args.current_run[:40]!r}: give the run's id (${{{{ github.run_id }}}})")
+    try:
+        found = github_api.last_night(args.repository, args.workflow_ref, args.branch, args.artifact,
+                                      int(args.current_run), os.environ.get("GITHUB_TOKEN", ""))
+    except InfraError as error:
+        console.print(f"stapmatrix: no baseline tonight: {error}", markup=False, highlight=False)
+        return 0
+    if found is None:
+        console.print(f"stapmatrix: no earlier scheduled run of {args.branch} with a report: no baseline tonight",
+                      markup=False, highlight=False)
+        return 0
+    console.print(f"baseline: run {found.run_id} of {found.created_at} ({found.conclusion})", markup=False,
+                  highlight=False)
+    if args.github_output:
+        with open(args.github_output, "a") as output:
+            output.write(f"run-id={found.run_id}\ndate={found.date}\n")
+    return 0
+
+
+def add_nightly_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    night = commands.add_parser("nightly-baseline", help="find last night's run of a scheduled workflow (GitHub)")
+    night.add_argument("--repository", required=True, help="OWNER/REPO (${{ github.repository }})")
+    night.add_argument("--workflow-ref", required=True, help="${{ github.workflow_ref }}: the workflow whose runs count")
+    night.add_argument("--branch", required=True, help="the branch (${{ github.ref_name }})")
+    night.add_argument("--artifact", required=True, help="the merged report's artifact name (NAME=report)")
+    night.add_argument("--current-run", required=True, help="this run's id, never its own baseline")
+    night.add_argument("--github-output", metavar="FILE", help="append run-id=ID and date=YYYY-MM-DD ($GITHUB_OUTPUT)")
+    night.set_defaults(handler=command_nightly_baseline)
+
+
+def command_kernel_store(args: argparse.Namespace) -> int:
+    """Kernel store entries as tarballs and back (the Actions cache of kernel trees)."""
+    if args.action == "list":
+        for path, size in kernel_store.entries():
+            tree = kernel_store.find(path.name)
+            if tree:
+                print(f"{path.name} {size // (1024 * 1024)} MiB {tree.release} ({tree.identity})")
+        return 0
+    if args.action == "pack":
+        if args.output is None:
+            raise MatrixError("kernel-store pack: give --output DIR (where KEY.tar.zst is written)")
+        for key in args.items:
+            kernel_pack.check_key(key, "kernel-store pack")
+            if args.missing_ok and kernel_store.find(key) is None:
+                console.print(f"kernel-store pack: {key} is not in the store: nothing packed", markup=False)
+                continue
+            started = time.monotonic()
+            written = kernel_pack.pack(key, Path(args.output))
+            console.print(f"packed {key} into {written} ({written.stat().st_size // (1024 * 1024)} MiB) in "
+                          f"{time.monotonic() - started:.0f} s", markup=False, highlight=False)
+        return 0
+    for archive in kernel_pack.archives([Path(p) for p in args.items]):
+        started = time.monotonic()
+        key, unpacked = kernel_pack.unpack(archive)
+        console.print(f"unpacked {archive} into the kernel store as {key} in {time.monotonic() - started:.0f} s"
+                      if unpacked else f"{key}: already in the kernel store; {archive} left unused",
+                      markup=False, highlight=False)
+    return 0
+
+
+def add_images_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    made = commands.add_parser("images", help="make every image of a matrix once (pull or build; push with "
+                                              "STAPMATRIX_REGISTRY_PUSH=1)")
+    made.add_argument("--matrix", default="matrix.yaml")
+    made.add_argument("--cell", metavar="ID", help="only this cell's images")
+    made.set_defaults(handler=command_images)
+
+
+def add_kernel_store_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    store = commands.add_parser("kernel-store", help="list the kernel store, pack entries into tarballs, unpack them")
+    store.add_argument("action", choices=("list", "pack", "unpack"))
+    store.add_argument("items", nargs="*", metavar="KEY-OR-FILE",
+                       help="pack: store keys (deb-..., git-..., path-...); unpack: KEY.tar.zst files or "
+                            "directories holding them")
+    store.add_argument("--output", metavar="DIR", help="pack: the directory KEY.tar.zst is written into")
+    store.add_argument("--missing-ok", action="store_true",
+                       help="pack: a key the store does not have (its cell failed early) is not an error")
+    store.set_defaults(handler=command_kernel_store)
 
 
 def write_output(option: str, path: Path, write: Callable[[Path], object]) -> None:
@@ -299,8 +446,17 @@ def command_report(args: argparse.Namespace) -> int:
 def command_diff(args: argparse.Namespace) -> int:
     """Exit 1 for regressions (flaky and infrastructure errors are reported apart), and with
     --fail-on-vanished for cells or tests of the base run that the new run does not have."""
-    diff = report_diff.diff_results(load_runs([Path(args.base)]), load_runs([Path(args.new)]))
-    sys.stdout.write(report_diff.DIFF_FORMATS[args.format](diff))
+    base, new = load_runs([Path(args.base)]), load_runs([Path(args.new)])
+    diff = report_diff.diff_results(base, new)
+    text = report_diff.DIFF_FORMATS[args.format](diff)
+    if args.history or args.write_history:
+        still = nightly(args, base, new)
+        if args.format == "json":  # one document: the diff's, with the failures that are not new
+            text = json.dumps(dict(json.loads(text), **json.loads(history.render_still_failing_json(still))),
+                              indent=2) + "\n"
+        else:
+            text += history.STILL_FAILING_FORMATS[args.format](still)
+    sys.stdout.write(text)
     if diff.regressed:
         return 1
     vanished = [f"{k} x {s}" for k, s in diff.cells_vanished] + \
@@ -311,6 +467,20 @@ def command_diff(args: argparse.Namespace) -> int:
                            style="red"))
         return 1
     return 0
+
+
+def nightly(args: argparse.Namespace, base: list[Result], new: list[Result]) -> list[history.Failing]:
+    """`diff --history`: the failures that are not new, each with the night it began, and
+    tonight's history for the next night (written even when something regressed)."""
+    date = history.check_date(args.date or time.strftime("%Y-%m-%d", time.gmtime()), "--date")
+    previous = history.load_history(Path(args.history)) if args.history else None
+    if args.history and previous is None:
+        console.print(f"stapmatrix: no history at {args.history} (the first night, or not a nightly baseline): "
+                      "failures already in BASE are dated 'before the history began'", markup=False, highlight=False)
+    tonight = history.advance(previous, base, new, date)
+    if args.write_history:
+        write_output("--write-history", Path(args.write_history), lambda p: history.write_history(p, tonight))
+    return history.still_failing(previous, base, tonight)
 
 
 def add_report_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -331,6 +501,11 @@ def add_report_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     diff.add_argument("--format", choices=sorted(report_diff.DIFF_FORMATS), default="text")
     diff.add_argument("--fail-on-vanished", action="store_true",
                       help="exit 1 when cells or tests of BASE are missing from NEW (a job that brought nothing)")
+    diff.add_argument("--history", metavar="FILE",
+                      help="BASE's history (history.json of the last nightly): list the failures that are not new "
+                           "with the night each began; a missing FILE is the first night")
+    diff.add_argument("--write-history", metavar="FILE", help="write NEW's history here (for the next night)")
+    diff.add_argument("--date", metavar="YYYY-MM-DD", help="tonight's date in the history (default: today, UTC)")
     diff.set_defaults(handler=command_diff)
 
 
@@ -381,6 +556,12 @@ def parser() -> argparse.ArgumentParser:
                        help="also remove the kernel store (extracted and built kernels) and forget failed builds")
     clean.set_defaults(handler=command_clean)
     add_report_commands(commands)
+    add_kernel_store_command(commands)
+    add_images_command(commands)
+    add_nightly_command(commands)
+    login = commands.add_parser("registry-login", help="docker login to STAPMATRIX_REGISTRY (REGISTRY_USER, "
+                                                       "REGISTRY_TOKEN from the environment)")
+    login.set_defaults(handler=command_registry_login)
     return top
 
 

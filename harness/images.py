@@ -6,6 +6,11 @@ A build is tagged only after it succeeded (the daemon builds untagged, we tag th
 so a failed or interrupted build leaves nothing that a later run could mistake for a good
 image. A file lock named after the tag makes pytest-xdist workers build each image once per
 run: the first builds, the others wait and find it.
+
+With a registry configured (harness/registry.py, STAPMATRIX_REGISTRY), an image missing here
+is pulled from there (and checked to be what its tag says) before it is built, and what is
+built is pushed when pushing is allowed. Every image carries its own tag as a label
+(`org.stapmatrix.tag`): the check a pulled image must pass.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import docker.errors
 import requests.exceptions
 from filelock import FileLock
 
-from harness import docker_env, recipes, staps
+from harness import docker_env, recipes, registry, staps
 from harness.cache import read_entry, write_entry
 from harness.errors import InfraError
+from harness.plan import Cell
 from harness.progress import ImageBuildFailed, ImageBuildStarted, ImageBuildStep, ImageBuilt, Progress
 from harness.recipes import Recipe
 from harness.settings import cache_dir, mirror, mirror_url
@@ -51,19 +57,27 @@ def build_log_path(tag: str) -> Path:
 
 
 def ensure(tag: str, build: Callable[[Path], None], progress: Progress) -> str:
-    """Build `tag` unless it exists; serialised across processes by a lock named after it.
-    The one place where an image is looked up before it is built."""
+    """Build `tag` unless it exists here or the registry has it; serialised across processes
+    by a lock named after it. The one place where an image is looked up before it is built,
+    and where a built image is pushed."""
     locks = cache_dir() / "locks"
     locks.mkdir(parents=True, exist_ok=True)
     with FileLock(str(locks / (tag.replace("/", "_").replace(":", "_") + ".lock"))):
-        if docker_env.image_exists(tag):
+        if docker_env.image_exists(tag) or registry.pull(tag, progress):
             return tag
         log_path = build_log_path(tag)
         started = time.monotonic()
         progress(ImageBuildStarted(tag, str(log_path)))
         build(log_path)
         progress(ImageBuilt(tag, round(time.monotonic() - started, 1)))
+        registry.push(tag, progress)
     return tag
+
+
+def labels(tag: str) -> dict[str, str]:
+    """What every image of ours carries: ours, and the tag it was built as (registry.py checks
+    a pulled image by it)."""
+    return {docker_env.LABEL: "1", registry.TAG_LABEL: tag}
 
 
 def _docker_build(context: bytes, buildargs: dict[str, str], tag: str, log_path: Path, progress: Progress,
@@ -80,7 +94,7 @@ def _docker_build(context: bytes, buildargs: dict[str, str], tag: str, log_path:
             try:
                 for chunk in api.build(
                     fileobj=io.BytesIO(context), custom_context=True, buildargs=buildargs, rm=True,
-                    forcerm=True, decode=True, network_mode=network, labels={docker_env.LABEL: "1"},
+                    forcerm=True, decode=True, network_mode=network, labels=labels(tag),
                     pull=False,
                 ):
                     text = chunk.get("stream", "")
@@ -163,7 +177,7 @@ def _debootstrap(suite: str, tag: str, log_path: Path) -> None:
         repository, _, version = tag.partition(":")
         docker_env.client().api.import_image_from_file(
             str(tarball), repository=repository, tag=version,
-            changes=[f"LABEL {docker_env.LABEL}=1", 'CMD ["/bin/bash"]'],
+            changes=[f'LABEL {name}="{value}"' for name, value in labels(tag).items()] + ['CMD ["/bin/bash"]'],
         )
 
 
@@ -198,6 +212,34 @@ def cell_image(stap_tag: str, compilers: tuple[str, ...], cc: str, progress: Pro
 def runner_image(progress: Progress) -> str:
     base_image(RUNNER_SUITE, progress)
     return build(recipes.runner_recipe(), progress)
+
+
+# --- every image of a plan, for a registry --------------------------------------------------
+
+def cell_tags(cell: Cell) -> list[str]:
+    """The tags of the images a cell needs that are known before its kernel is in the store
+    (no Docker needed): base, systemtap (and a source build's dependencies), runner, and the
+    kernel build toolchain for a kernel built from source. A cell image (a compiler the
+    systemtap image lacks) depends on the kernel's compiler and is made by the cell itself."""
+    if cell.stap.spec.kind == "deb":
+        stap = [recipes.stap_deb_recipe(cell.base_suite, cell.stap.packages).tag]
+    else:
+        stap = [recipes.stap_deps_recipe(cell.base_suite).tag,
+                recipes.stap_source_recipe(cell.base_suite, cell.stap.version, cell.stap.version_label).tag]
+    kernel = ([recipes.base_tag(KERNEL_BUILD_SUITE), recipes.kernel_build_tag()] if cell.kernel.spec.kind == "git"
+              else [])
+    return list(dict.fromkeys([recipes.base_tag(cell.base_suite), *stap, *kernel, recipes.base_tag(RUNNER_SUITE),
+                               recipes.runner_recipe().tag]))
+
+
+def make_cell_images(cell: Cell, progress: Progress) -> list[str]:
+    """The images of `cell_tags`, each found, pulled or built; their tags."""
+    base_image(cell.base_suite, progress)
+    stap_image(cell.base_suite, cell.stap, progress)
+    if cell.kernel.spec.kind == "git":
+        kernel_build_image(progress)
+    runner_image(progress)
+    return cell_tags(cell)
 
 
 def content_key(tag: str) -> str:

@@ -94,6 +94,62 @@ class ImageBuilt(Event):
 
 
 @dataclass(frozen=True)
+class ImagePulled(Event):
+    """An image taken from the registry (harness/registry.py) instead of built."""
+
+    tag: str
+    remote: str
+    seconds: float
+
+    def text(self) -> str:
+        return f"pulled {self.tag} from {self.remote} in {self.seconds:.0f} s"
+
+
+@dataclass(frozen=True)
+class ImagePullFailed(Event):
+    """Not in the registry, or the registry could not be read: the image is built here."""
+
+    tag: str
+    remote: str
+    reason: str
+
+    def text(self) -> str:
+        return f"{self.tag}: not pulled from {self.remote} ({self.reason}): building it"
+
+
+@dataclass(frozen=True)
+class ImagePullRefused(Event):
+    """The registry's image is not what its tag says: removed again, and built here."""
+
+    tag: str
+    remote: str
+    reason: str
+
+    def text(self) -> str:
+        return f"{self.tag}: refused the image pulled from {self.remote}: {self.reason}; building it"
+
+
+@dataclass(frozen=True)
+class ImagePushed(Event):
+    tag: str
+    remote: str
+    seconds: float
+
+    def text(self) -> str:
+        return f"pushed {self.tag} to {self.remote} in {self.seconds:.0f} s"
+
+
+@dataclass(frozen=True)
+class ImagePushFailed(Event):
+    tag: str
+    remote: str
+    reason: str
+
+    def text(self) -> str:
+        return f"{self.tag}: not pushed to {self.remote} ({self.reason}); the run goes on"
+
+
+@dataclass(frozen=True)
 class Download(Event):
     """A download under way (every few seconds) or done (`finished`)."""
 

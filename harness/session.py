@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from harness import docker_env
+from harness import docker_env, registry
 from harness.archive import Archive
 from harness.cell import CellContext, run_cell
 from harness.errors import StapmatrixError
@@ -44,6 +44,7 @@ def new_run_dir() -> Path:
 
 def plan_matrix(path: Path, archive: Archive, cell: str | None = None) -> tuple[Matrix, Plan]:
     """A matrix file read and planned (only `cell`'s kernel and systemtap build when given)."""
+    registry.configured()  # a bad STAPMATRIX_REGISTRY is bad input, before anything runs
     matrix = load_matrix(path)
     if cell:
         matrix = select_cell(matrix, cell)

@@ -27,7 +27,7 @@ from harness.errors import MatrixError
 from harness.outcomes import Outcome, Result, Stage, Try, read_results
 from harness.report import diff as report_diff
 from harness.report import grid as report_grid
-from harness.report import html, junit, load, markdown, terminal
+from harness.report import history, html, junit, load, markdown, terminal
 
 RUN = "run-6.12-deb5.6-deb5.1"
 CELL_51 = "6.12.117+deb13-amd64-stap5.1-5"
@@ -348,3 +348,68 @@ def test_report_fails_naming_a_planned_cell_without_results(data: Path, capsys: 
     assert main(["report", str(data / RUN), "--expect-cells", f"{CELL_51}, 6.12.117+deb13-amd64-stap5.6-1"]) == 0
     assert main(["report", str(data / RUN), "--expect-cells", '{"include": 5}']) == 2
     assert main(["report", str(data / RUN), "--expect-cells", "a;b"]) == 2
+
+
+# --- nightly history
+
+
+def night(real: list[Result], outcomes: dict[str, Outcome]) -> list[Result]:
+    """The deb:5.6-1 cell (everything passed) with some tests' outcomes changed."""
+    return [dataclasses.replace(r, outcome=outcomes[r.test], detail="x") if r.test in outcomes else r
+            for r in real if r.stap == "deb:5.6-1"]
+
+
+def test_history_dates_a_failure_from_its_first_night_to_its_fix(real: list[Result]) -> None:
+    nights = [night(real, {}), night(real, {"timer": Outcome.FAIL_LOAD}),
+              night(real, {"timer": Outcome.FAIL_OUTPUT, "uprobes": Outcome.FAIL_PASS4}),
+              night(real, {"timer": Outcome.ERROR, "uprobes": Outcome.FAIL_PASS4}),
+              night(real, {"uprobes": Outcome.FAIL_PASS4})]
+    dates = ["2026-12-01", "2026-12-02", "2026-12-03", "2026-12-04", "2026-12-05"]
+    previous = history.advance(None, [], nights[0], dates[0])
+    assert previous.failing == {}
+    seen = []
+    for base, new, date in zip(nights, nights[1:], dates[1:], strict=False):
+        tonight = history.advance(previous, base, new, date)
+        diff = report_diff.diff_results(base, new)
+        seen.append(([c.key[2] for c in diff.groups["regressions"]],
+                     sorted((f.key[2], f.since) for f in history.still_failing(previous, base, tonight)),
+                     [c.key[2] for c in diff.groups["fixes"]]))
+        previous = tonight
+    assert seen == [
+        (["timer"], [], []),                                                 # new on the 2nd: fails the job
+        (["uprobes"], [("timer", "2026-12-02")], []),                        # another way, still since the 2nd
+        ([], [("timer", "2026-12-02"), ("uprobes", "2026-12-03")], []),      # an error night carries it
+        ([], [("uprobes", "2026-12-03")], []),                               # error -> pass: not a "fix" of stap
+    ]
+    assert set(previous.failing) == {("6.12.117+deb13-amd64", "deb:5.6-1", "uprobes")}
+
+
+def test_history_without_a_previous_file(real: list[Result]) -> None:
+    base = night(real, {"timer": Outcome.CRASH})
+    tonight = history.advance(None, base, night(real, {"timer": Outcome.CRASH}), "2026-12-02")
+    (row,) = history.still_failing(None, base, tonight)
+    assert row.since is None and "since before the history began" in history.render_still_failing_text([row])
+
+
+def test_cli_diff_with_history(real: list[Result], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name, outcomes in (("n1", {}), ("n2", {"timer": Outcome.FAIL_LOAD}), ("n3", {"timer": Outcome.FAIL_LOAD})):
+        load.write_merged(tmp_path / name / "results.json", night(real, outcomes))
+    assert main(["diff", str(tmp_path / "n1"), str(tmp_path / "n2"), "--history", str(tmp_path / "n1/history.json"),
+                 "--write-history", str(tmp_path / "n2/history.json"), "--date", "2026-12-02"]) == 1
+    said = capsys.readouterr()
+    assert "no history at" in said.err and "still failing: none" in said.out
+    assert json.loads((tmp_path / "n2/history.json").read_text())["failing"][0]["since"] == "2026-12-02"
+    assert main(["diff", str(tmp_path / "n2"), str(tmp_path / "n3"), "--history", str(tmp_path / "n2/history.json"),
+                 "--write-history", str(tmp_path / "n3/history.json"), "--format", "markdown",
+                 "--date", "2026-12-03"]) == 0, "only new regressions fail"
+    out = capsys.readouterr().out
+    assert "### still failing, not new (1)" in out and "| timer | fail-load | since 2026-12-02 |" in out
+    assert main(["diff", str(tmp_path / "n2"), str(tmp_path / "n3"), "--history", str(tmp_path / "n2/history.json"),
+                 "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["regressed"] is False and document["still_failing"][0]["since"] == "2026-12-02"
+    (tmp_path / "bad.json").write_text('{"format": "stapmatrix-history-v1", "date": "yesterday", "failing": []}')
+    assert main(["diff", str(tmp_path / "n2"), str(tmp_path / "n3"), "--history", str(tmp_path / "bad.json")]) == 2
+    assert "'yesterday' is not a date" in capsys.readouterr().err
+    assert main(["diff", str(tmp_path / "n2"), str(tmp_path / "n3"), "--write-history", str(tmp_path / "h.json"),
+                 "--date", "12/03"]) == 2
