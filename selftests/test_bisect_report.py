@@ -137,8 +137,8 @@ def test_diff_of_two_git_refs_suggests_the_bisect() -> None:
     after = _record("git:/src/linux@v2", f"commit {BAD}", Outcome.FAIL_PASS2)
     diff = report_diff.diff_results([before], [after])
     assert report_diff.bisect_commands(diff) == [
-        f"stapmatrix bisect --kernel git:/src/linux --good {GOOD} --bad {BAD} --stap deb:5.6-1 "
-        "--kernel-config tinyconfig tests/stap/kernel/marker.stp"]
+        (f"stapmatrix bisect --kernel git:/src/linux --good {GOOD} --bad {BAD} --stap deb:5.6-1 "
+         "--kernel-config tinyconfig tests/stap/kernel/marker.stp")]
     assert "to find the commit that changed it:" in report_diff.render_diff_text(diff)
     assert json.loads(report_diff.render_diff_json(diff))["bisect"] == report_diff.bisect_commands(diff)
     other_repo = _record("git:/src/other@v2", f"commit {BAD}", Outcome.FAIL_PASS2)
