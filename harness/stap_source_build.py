@@ -139,8 +139,10 @@ def sync_tree(files: dict[str, tuple[str, bytes]], tree: Path, record: Path) -> 
     return sorted(changed)
 
 
-def needs_configure(changed: list[str], tree: Path) -> bool:
-    if not (tree / "config.status").exists() or not (tree / "Makefile").exists():
+def needs_configure(changed: list[str], built_marker: Path) -> bool:
+    """Whether configure must run: no build of ours completed in this tree yet (a `path:`
+    checkout's own config.status, synced in, says nothing about ours), or an input changed."""
+    if not built_marker.exists():
         return True
     return any(PurePosixPath(name).name in CONFIGURE_INPUTS or name.endswith(CONFIGURE_INPUT_SUFFIXES)
                for name in changed)
@@ -217,7 +219,8 @@ def _build(build: StapBuild, deps_tag: str, tarball: bytes, workspace: Path, key
     tree, ccache_dir = workspace / "src", cache_dir() / "stap-ccache" / key
     tree.mkdir(exist_ok=True)
     ccache_dir.mkdir(parents=True, exist_ok=True)
-    incremental = (tree / "config.status").exists()
+    built_marker = workspace / "built"  # written after each build of this tree that succeeded
+    incremental = built_marker.exists()
     log = _build_log(build)
     what = f"systemtap {build.spec.spec} ({build.identity})"
     started = time.monotonic()
@@ -225,7 +228,9 @@ def _build(build: StapBuild, deps_tag: str, tarball: bytes, workspace: Path, key
     changed = sync_tree(tree_files(tarball), tree, workspace / "files.json")
     if _write_if_changed(tree / "git_version.h", git_version_header(build)):
         changed.append("git_version.h")
-    configure = needs_configure(changed, tree)
+    configure = needs_configure(changed, built_marker)
+    if configure:
+        built_marker.unlink(missing_ok=True)  # a configure that fails half-way must run again next time
     partial = final.with_name(f".{final.name}.partial-{os.getpid()}")
     _remove(partial)
     partial.mkdir(parents=True)
@@ -237,6 +242,7 @@ def _build(build: StapBuild, deps_tag: str, tarball: bytes, workspace: Path, key
              what=f"building {what}", log=log, tree=tree, ccache_dir=ccache_dir, install=partial)
         _remove(final)
         os.rename(partial, final)
+        built_marker.write_text(f"{build.version}\n")
     except BaseException:
         _remove(partial)
         raise
