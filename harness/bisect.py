@@ -345,15 +345,19 @@ def _bisect(request: BisectRequest, clone: PrivateClone, bisection: Bisection, p
     if not clone.is_ancestor(good, bad):
         raise MatrixError(f"--good {request.good} ({good[:12]}) is not an ancestor of --bad {request.bad} "
                           f"({bad[:12]}): give the older ref as --good")
-    estimate = math.ceil(math.log2(max(2, clone.count(good, bad)))) + 2
+    # Steps in all, as far as known: the two ends and about log2(commits) between them at
+    # first, then what git bisect says is left after each step.
+    estimate = [math.ceil(math.log2(max(2, clone.count(good, bad)))) + 2]
     report = BisectReport(request.side, request.repo, request.good, request.bad, request.test, "")
 
-    def run_step(commit: str, role: str) -> StepRecord:
+    def run_step(commit: str, role: str, left: int = -1) -> StepRecord:
         number = len(report.steps) + 1
-        progress(BisectStep(number, estimate, commit))
+        if left >= 0:
+            estimate[0] = number - 1 + left
+        progress(BisectStep(number, estimate[0], commit))
         step = bisection.test(number, commit, role)
         report.steps.append(step)
-        progress(BisectStep(number, estimate, commit, step.outcome, step.build_seconds + step.run_seconds))
+        progress(BisectStep(number, estimate[0], commit, step.outcome, step.build_seconds + step.run_seconds))
         return step
 
     try:
@@ -381,14 +385,14 @@ def _bisect(request: BisectRequest, clone: PrivateClone, bisection: Bisection, p
 
 
 def _walk(clone: PrivateClone, good: str, bad: str, report: BisectReport,
-          run_step: Callable[[str, str], StepRecord]) -> None:
+          run_step: Callable[[str, str, int], StepRecord]) -> None:
     """git bisect from the two ends to its answer: one step per commit it asks for."""
     output = clone.bisect("start", "--no-checkout", bad, good)
     for _step in range(MAX_STEPS):
         if _answer(clone, output, report):
             return
         commit = clone.head()
-        step = run_step(commit, "bisect")
+        step = run_step(commit, "bisect", steps_left(output))
         verdict = "skip" if step.outcome == "skip" else "bad" if step.outcome == report.target else "good"
         output = clone.bisect(verdict, commit)
     raise InfraError(f"git bisect asked for more than {MAX_STEPS} commits")
