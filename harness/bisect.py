@@ -139,6 +139,30 @@ class BisectReport:
                 "stopped": self.stopped}
 
 
+def report_from_json(document: dict[str, object]) -> BisectReport:
+    """A report read back from its `--json` file (to render it again); every field checked."""
+    try:
+        steps = [StepRecord(**step) for step in document["steps"]]  # type: ignore[attr-defined]
+        report = BisectReport(str(document["side"]), str(document["repository"]), str(document["good"]),
+                              str(document["bad"]), str(document["test"]), str(document["target"]), steps)
+        first = document["first_changed"]
+        if isinstance(first, dict):
+            report.first_changed = CommitInfo(str(first["commit"]), str(first["subject"]), str(first["author"]),
+                                              str(first["date"]))
+            report.parent = str(first["parent"])
+            by_commit = {s.commit: s for s in steps}
+            report.after, report.before = by_commit.get(report.first_changed.commit), by_commit.get(report.parent)
+        report.candidates = [CommitInfo(**c) for c in document["candidates"]]  # type: ignore[attr-defined]
+        reproduce = document["reproduce"]
+        assert isinstance(reproduce, dict)
+        report.reproduce_commit, report.reproduce_parent = str(reproduce["commit"]), str(reproduce["parent"])
+        report.stopped, report.seconds = str(document["stopped"]), float(document["seconds"])  # type: ignore[arg-type]
+    except (KeyError, TypeError, ValueError, AssertionError) as error:
+        raise MatrixError(f"not a bisect result ({type(error).__name__}: {error}): give a file `bisect --json` "
+                          "wrote") from None
+    return report
+
+
 # --- the private clone and git bisect ---------------------------------------------------------
 
 class PrivateClone:

@@ -145,3 +145,16 @@ def test_diff_of_two_git_refs_suggests_the_bisect() -> None:
     assert report_diff.bisect_commands(report_diff.diff_results([before], [other_repo])) == []
     debian = _record("6.12.118+deb13-amd64", "6.12.118-1 (trixie)", Outcome.FAIL_PASS2)
     assert report_diff.bisect_commands(report_diff.diff_results([before], [debian])) == []
+
+
+def test_a_recorded_systemtap_bisection_renders_again(data: Path) -> None:
+    """selftests/data/bisect/stap-history.json: the real systemtap-side run of test_bisect.py."""
+    document = json.loads((data / "bisect" / "stap-history.json").read_text())
+    report = bisect.report_from_json(document)
+    assert report.as_json() == document
+    text = bisect.render_text(report)
+    assert "first changed commit: 7b9ec0493b6c6cbc744011c99ccd7dc88ee83431" in text
+    assert "before (ceee3356151a): fail-output: expected a line 'answer 42'" in text
+    assert "5 step(s), 4 build(s)" in text
+    with pytest.raises(MatrixError):
+        bisect.report_from_json({"steps": []})
