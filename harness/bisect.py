@@ -455,8 +455,9 @@ def step_rows(report: BisectReport) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for s in report.steps:
         build = "cached" if not s.built and s.outcome != "skip" else f"{s.build_seconds:.0f}"
+        # A build that failed reports no build event: whether it was incremental is unknown.
         rows.append((str(s.step), s.commit[:12], s.role, s.outcome, build,
-                     "yes" if s.incremental else "no" if s.built or s.outcome == "skip" else "-",
+                     "-" if s.outcome == "skip" or not s.built else "yes" if s.incremental else "no",
                      f"{s.run_seconds:.0f}" if s.outcome != "skip" else "-"))
     return rows
 
