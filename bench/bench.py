@@ -26,7 +26,14 @@ own cache is left alone). What it measures:
   selftests/test_registry.py), in one run; and its kernel's store entry packed into a tarball
   (the Actions cache's) and unpacked again, against its download and extraction.
 
-`--only SECTION...` measures some of these: matrix, cell, compiles, examples, registry.
+- incremental source builds, each in an empty cache of its own (bench/.cache-incremental, no
+  ccache, no kept build directory) and then one commit later in the same cache: systemtap
+  (STAPMATRIX_SYSTEMTAP_SOURCE, a systemtap git repository: release-5.5, then the commit after
+  it on master) and a kernel (Debian's linux-source-6.12 with tinyconfig + systemtap's needs,
+  selftests/linux_source.py: "before", then "after", one function added). The goals: at most
+  20% (systemtap) and 10% (kernel) of the cold build.
+
+`--only SECTION...` measures some of these: matrix, cell, compiles, examples, registry, incremental.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 STAP = "deb:5.6-1"
 TRIES = 3
-SECTIONS = ["matrix", "cell", "compiles", "examples", "registry"]
+SECTIONS = ["matrix", "cell", "compiles", "examples", "registry", "incremental"]
 KERNEL = ""  # main() chooses it
 
 
@@ -280,6 +287,103 @@ def write_matrix() -> Path:
     return path
 
 
+def _git(repo: str, *args: str) -> str:
+    return subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+class _Builds:
+    """A Progress that prints events and keeps the build events' seconds."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, event: object) -> None:
+        from harness.progress import Event, KernelBuilt, StapSourceBuilt
+
+        assert isinstance(event, Event)
+        if isinstance(event, (KernelBuilt, StapSourceBuilt)):
+            self.seconds[type(event).__name__] = event.seconds
+        print(f"    {time.strftime('%H:%M:%S')} {event.text()[:160]}", flush=True)
+
+
+def _stap_builds(source: str) -> tuple[float, float, str]:
+    """(cold seconds, one commit later seconds, what) of the systemtap source build."""
+    from harness import docker_env, images, recipes, staps
+    from harness.archive import Archive
+    from harness.specs import parse_stap_spec
+
+    first = _git(source, "rev-parse", "release-5.5^{commit}")
+    second = _git(source, "rev-list", "--first-parent", "--reverse", "--ancestry-path", f"{first}..master").split()[0]
+    seconds = []
+    for commit in (first, second):
+        build = staps.resolve(parse_stap_spec(f"git:{source}@{commit}", "bench"), "bench", Archive())
+        tag = recipes.stap_source_recipe(build.base_suite, build.version, build.version_label).tag
+        if docker_env.image_exists(tag):  # made by an earlier bench: build it again, or nothing is measured
+            docker_env.client().images.remove(tag, force=True)
+        watch = _Builds()
+        images.stap_image(build.base_suite, build, watch)
+        seconds.append(watch.seconds["StapSourceBuilt"])
+    return seconds[0], seconds[1], f"release-5.5 ({first[:12]}), then {second[:12]}"
+
+
+class _KernelImages:
+    def __init__(self, progress: _Builds) -> None:
+        self.progress = progress
+
+    def base(self) -> str:
+        from harness import images
+        from harness.suites import KERNEL_BUILD_SUITE
+
+        return images.base_image(KERNEL_BUILD_SUITE, self.progress)
+
+    def kernel_build(self) -> str:
+        from harness import images
+
+        return images.kernel_build_image(self.progress)
+
+
+def _kernel_builds(repo: Path) -> tuple[float, float]:
+    """(cold seconds, one commit later seconds) of the kernel's make (tinyconfig + systemtap's needs)."""
+    from harness import kernels
+    from harness.archive import Archive
+    from harness.kconfig import parse_config_items
+    from harness.specs import parse_kernel_spec
+
+    config = parse_config_items([("tinyconfig", "bench")], ROOT)
+    seconds = []
+    for ref in ("before", "after"):
+        build = kernels.resolve(parse_kernel_spec(f"git:{repo}@{ref}", "bench", config=config), "bench", Archive())
+        watch = _Builds()
+        kernels.materialize(build, Archive(), _KernelImages(watch), watch)
+        seconds.append(watch.seconds["KernelBuilt"])
+    return seconds[0], seconds[1]
+
+
+def incremental_builds() -> list[tuple[str, str]]:
+    """Cold and one-commit-later source builds, in a cache of their own (emptied first)."""
+    from selftests.linux_source import linux_source_repo
+
+    repo, _, _ = linux_source_repo()  # in the user's cache: made once, only read here
+    cache = BENCH / ".cache-incremental"
+    shutil.rmtree(cache, ignore_errors=True)
+    os.environ["STAPMATRIX_CACHE"] = str(cache)
+    rows = []
+    source = os.environ.get("STAPMATRIX_SYSTEMTAP_SOURCE", "")
+    if source:
+        cold, warm, what = _stap_builds(source)
+        rows.append((f"systemtap source build, cold ({what.split(',')[0]}; no ccache, no build directory)",
+                     f"{cold:.0f} s"))
+        rows.append((f"systemtap source build, the next commit ({what.split(', then ')[1]}) on it",
+                     f"{warm:.0f} s ({100 * warm / cold:.0f}% of cold; goal <= 20%)"))
+    else:
+        rows.append(("systemtap source build", "not measured: set STAPMATRIX_SYSTEMTAP_SOURCE to a systemtap repository"))
+    cold, warm = _kernel_builds(repo)
+    rows.append(("kernel build (linux-source-6.12, tinyconfig + systemtap's needs), cold", f"{cold:.0f} s"))
+    rows.append(("kernel build, the next commit (one function added) on it",
+                 f"{warm:.0f} s ({100 * warm / cold:.0f}% of cold; goal <= 10%)"))
+    return rows
+
+
 def machine() -> str:
     memory = next((int(line.split()[1]) // (1024 * 1024) for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal:")), 0)
@@ -348,6 +452,8 @@ def main() -> int:
 
     if "registry" in args.only:
         rows += registry_rows(env, cache)
+    if "incremental" in args.only:
+        rows += incremental_builds()
 
     table = [f"Measured {time.strftime('%Y-%m-%d')} on {machine()}:", "",
              "| what | measured |", "| --- | --- |"] + [f"| {what} | {value} |" for what, value in rows]

@@ -6,6 +6,8 @@
     stapmatrix clean [--images]           remove containers (and images) of ours
     stapmatrix report RUN... [--html F] [--markdown F] [--json F] [--junit F]   the grid of merged runs
     stapmatrix diff BASE NEW [--format text|markdown|json]   what regressed; exit 1 if anything did
+    stapmatrix bisect --kernel git:REPO --good REF --bad REF --stap SPEC SCRIPT   the commit that changed it
+    stapmatrix bisect --stap git:REPO --good REF --bad REF --kernel KERNEL SCRIPT
 
 `run` uses the same machinery as the pytest items and is the reproducer they print.
 """
@@ -29,14 +31,14 @@ from rich.logging import RichHandler
 from rich.status import Status
 from rich.text import Text
 
-from harness import docker_env, github_api, images, kernel_pack, kernel_store, kernels, registry, staps
+from harness import bisect, docker_env, github_api, images, kernel_pack, kernel_store, kernels, registry, staps
 from harness.archive import Archive
 from harness.cell import CellContext, check_reruns
 from harness.errors import InfraError, MatrixError, StapmatrixError
 from harness.kconfig import parse_config_items
 from harness.outcomes import Outcome, Result
 from harness.plan import Cell, Plan, make_cell, stap_tests
-from harness.progress import Event, ImagePulled, ImagePushed, ImagePushFailed
+from harness.progress import Event, ImagePulled, ImagePushed, ImagePushFailed, ProgressLog
 from harness.report import diff as report_diff
 from harness.report import history
 from harness.report.escape import terminal, terminal_line
@@ -121,6 +123,73 @@ def command_run(args: argparse.Namespace) -> int:
     console.print(f"{len(results)} test(s) in {time.monotonic() - started:.0f} s; results: {json_path}; "
                   f"report: {run_dir / 'report.html'}", markup=False, highlight=False)
     return 0 if all(r.outcome in (Outcome.PASS, Outcome.SKIP) for r in results) else 1
+
+
+def command_bisect(args: argparse.Namespace) -> int:
+    """The first commit of --good..--bad at which the test's outcome became what it is at --bad."""
+    request = bisect_request(args)
+    prepare_process(docker_required=True)
+    run_dir = new_run_dir()
+    console.print(f"bisect {request.side} commits of {args.kernel if request.side == 'kernel' else args.stap} "
+                  f"{request.good}..{request.bad}, test {request.test}; artifacts in {run_dir}",
+                  markup=False, highlight=False)
+    log = ProgressLog(run_dir / "progress.log")
+
+    def events(event: Event) -> None:
+        log(event)
+        progress(event.text())
+
+    try:
+        with console.status("starting", spinner="dots") as status:
+            if console.is_terminal:
+                STATUS.append(status)
+            report = bisect.bisect(request, run_dir, events, progress)
+    finally:
+        STATUS.clear()
+        docker_env.remove_own_containers()
+    sys.stdout.write(bisect.render_text(report))
+    json_path = Path(args.json) if args.json else run_dir / "bisect.json"
+    write_output("--json", json_path, lambda p: bisect.write_json(report, p))
+    markdown = bisect.render_markdown(report)
+    (run_dir / "bisect.md").write_text(markdown)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY", "")
+    if summary:
+        write_output("GITHUB_STEP_SUMMARY", Path(summary), lambda p: p.open("a").write(markdown))
+    console.print(f"bisect results: {json_path}; markdown: {run_dir / 'bisect.md'}", markup=False, highlight=False)
+    return 0 if report.first_changed or report.candidates else 1
+
+
+def bisect_request(args: argparse.Namespace) -> bisect.BisectRequest:
+    """The command line checked: which side is bisected (the git: one given with --good and
+    --bad), the other side, exactly one script or test sets."""
+    config = parse_config_items([(item, "--kernel-config") for item in args.kernel_config], Path.cwd()) \
+        if args.kernel_config else ()
+    kernel = parse_kernel_spec(_with_ref(args.kernel, args.good), "--kernel", config=config)
+    stap = parse_stap_spec(_with_ref(args.stap, args.good), "--stap")
+    git_sides = [side for side, spec in (("kernel", kernel), ("stap", stap)) if spec.kind == "git"
+                 and not _has_ref(args.kernel if side == "kernel" else args.stap)]
+    if len(git_sides) != 1:
+        raise MatrixError("bisect: give exactly one of --kernel git:REPO or --stap git:REPO without @REF (the "
+                          "side whose commits --good..--bad are), and the other side as a fixed build")
+    side = git_sides[0]
+    check_reruns(args.reruns)
+    scripts = tuple(load_script(Path(s), (), None, where=s) for s in args.scripts)
+    test_sets = tuple(make_test_set(selector, "--testsuite", args.testsuite_include, args.testsuite_exclude)
+                      for selector in args.testsuite)
+    if len(scripts) + (1 if test_sets else 0) != 1 or len(scripts) > 1:
+        raise MatrixError("bisect: give one SCRIPT or --testsuite sets (judged together), not both and not several "
+                          "scripts: a bisection follows one outcome")
+    repo = (kernel if side == "kernel" else stap).value
+    return bisect.BisectRequest(side, repo, args.good, args.bad, kernel, stap, scripts, test_sets, args.reruns)
+
+
+def _has_ref(text: str) -> bool:
+    return text.startswith("git:") and "@" in text.partition(":")[2]
+
+
+def _with_ref(text: str, ref: str) -> str:
+    """`git:REPO` given without @REF is the bisected side: check it as REPO@--good."""
+    return f"{text}@{ref}" if text.startswith("git:") and not _has_ref(text) else text
 
 
 def cell_work(cell: Cell) -> str:
@@ -562,7 +631,33 @@ def parser() -> argparse.ArgumentParser:
     login = commands.add_parser("registry-login", help="docker login to STAPMATRIX_REGISTRY (REGISTRY_USER, "
                                                        "REGISTRY_TOKEN from the environment)")
     login.set_defaults(handler=command_registry_login)
+    add_bisect_command(commands)
     return top
+
+
+def add_bisect_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    one = commands.add_parser("bisect", help="find the commit (kernel or systemtap) that changed a test's outcome")
+    one.add_argument("--kernel", required=True,
+                     help="git:REPO (kernel commits are bisected) or a fixed kernel: an ABI name, git:REPO@REF, "
+                          "path:DIR")
+    one.add_argument("--stap", required=True,
+                     help="git:REPO (systemtap commits are bisected) or a fixed build: deb:VERSION, git:URL@REF, "
+                          "path:DIR")
+    one.add_argument("--good", required=True, metavar="REF", help="the older end of the range")
+    one.add_argument("--bad", required=True, metavar="REF",
+                     help="the newer end: its outcome is the one looked for (a break or a fix)")
+    one.add_argument("--kernel-config", action="append", default=[], metavar="ITEM",
+                     help="git: kernels: a config base or fragment, as for run; repeatable, in order")
+    one.add_argument("--reruns", type=ascii_int, default=1,
+                     help="tries of a run-time failure in fresh boots (default 1); tries that disagree stop the "
+                          "bisection as flaky")
+    one.add_argument("--json", metavar="FILE", help="write the steps and the answer here (default RUN/bisect.json)")
+    one.add_argument("--testsuite", action="append", default=[], metavar="SET",
+                     help="systemtap's own tests instead of a script (judged together); repeatable")
+    one.add_argument("--testsuite-include", action="append", default=[], metavar="PATTERN")
+    one.add_argument("--testsuite-exclude", action="append", default=[], metavar="PATTERN")
+    one.add_argument("scripts", nargs="*", metavar="SCRIPT")
+    one.set_defaults(handler=command_bisect)
 
 
 VALUE_OPTIONS = ("--stap-arg", "--kernel-config", "--testsuite-include", "--testsuite-exclude")

@@ -20,18 +20,21 @@ import logging
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import docker.errors
 import requests.exceptions
 from filelock import FileLock
 
-from harness import docker_env, recipes, registry, staps
+from harness import docker_env, recipes, registry, stap_source_build, staps
 from harness.cache import read_entry, write_entry
 from harness.errors import InfraError
+from harness.files import DOCKERFILES_DIR
 from harness.plan import Cell
 from harness.progress import ImageBuildFailed, ImageBuildStarted, ImageBuildStep, ImageBuilt, Progress
 from harness.recipes import Recipe
@@ -80,8 +83,8 @@ def labels(tag: str) -> dict[str, str]:
     return {docker_env.LABEL: "1", registry.TAG_LABEL: tag}
 
 
-def _docker_build(context: bytes, buildargs: dict[str, str], tag: str, log_path: Path, progress: Progress,
-                  network: str = "host") -> None:
+def _docker_build(context: bytes | BinaryIO, buildargs: dict[str, str], tag: str, log_path: Path,
+                  progress: Progress, network: str = "host") -> None:
     """Build and tag. `network` is the RUN steps' network: "host" for steps that download,
     "none" for steps that run code from a source tree (which then have nothing to retry)."""
     api = docker_env.client().api
@@ -92,8 +95,11 @@ def _docker_build(context: bytes, buildargs: dict[str, str], tag: str, log_path:
         with log_path.open("a") as log:
             log.write(f"=== attempt {attempt}: {tag} {buildargs} (network: {network})\n")
             try:
+                if not isinstance(context, bytes):
+                    context.seek(0)
                 for chunk in api.build(
-                    fileobj=io.BytesIO(context), custom_context=True, buildargs=buildargs, rm=True,
+                    fileobj=io.BytesIO(context) if isinstance(context, bytes) else context,
+                    custom_context=True, buildargs=buildargs, rm=True,
                     forcerm=True, decode=True, network_mode=network, labels=labels(tag),
                     pull=False,
                 ):
@@ -200,9 +206,26 @@ def stap_image(base_suite: str, stap: StapBuild, progress: Progress) -> str:
     base_image(base_suite, progress)
     if stap.spec.kind == "deb":
         return build(recipes.stap_deb_recipe(base_suite, stap.packages), progress)
-    build(recipes.stap_deps_recipe(base_suite), progress)
-    return build(recipes.stap_source_recipe(base_suite, stap.version, stap.version_label), progress,
-                 lambda: {"source.tar": staps.source_tarball(stap)})
+    deps = build(recipes.stap_deps_recipe(base_suite), progress)
+    recipe = recipes.stap_source_recipe(base_suite, stap.version, stap.version_label)
+
+    def make(log: Path) -> None:
+        install = stap_source_build.ensure_install(stap, deps, staps.source_tarball(stap), progress)
+        with tempfile.TemporaryFile(dir=cache_dir()) as context:
+            _write_install_context(recipe, install.root, context)
+            _docker_build(context, recipe.arguments, recipe.tag, log, progress, recipe.network)
+
+    return ensure(recipe.tag, make, progress)
+
+
+def _write_install_context(recipe: Recipe, install_root: Path, stream: BinaryIO) -> None:
+    """The build context of a source build's image: the Dockerfile, the files it copies and
+    the installed tree as `stap-install/`, streamed from disk (it weighs hundreds of MB)."""
+    with tarfile.open(fileobj=stream, mode="w") as tar:
+        tar.add(str(DOCKERFILES_DIR / recipe.dockerfile), arcname="Dockerfile")
+        for name in recipe.files:
+            tar.add(str(DOCKERFILES_DIR / name), arcname=name)
+        tar.add(str(install_root), arcname="stap-install")
 
 
 def cell_image(stap_tag: str, compilers: tuple[str, ...], cc: str, progress: Progress) -> str:

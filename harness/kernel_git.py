@@ -200,6 +200,7 @@ def materialize(build: KernelBuild, archive: Archive, images: KernelImages, prog
             _check_config(out, spec, log)
             counted = out / ".stapmatrix-files"
             expected = int(counted.read_text()) if counted.exists() and counted.read_text().isdigit() else 0
+            incremental = (out / "vmlinux").exists()  # an earlier build of this directory to build on
             tracker = BuildProgress(f"building {what}", progress, expected)
             started = time.monotonic()
             progress(Step(f"building {what} (log: {log})"))
@@ -207,7 +208,7 @@ def materialize(build: KernelBuild, archive: Archive, images: KernelImages, prog
                             source=source, out=out, config_dir=config_dir, on_line=tracker.line)
             if tracker.count > expected:
                 counted.write_text(str(tracker.count))
-            progress(KernelBuilt(what, round(time.monotonic() - started, 1), tracker.count))
+            progress(KernelBuilt(what, round(time.monotonic() - started, 1), tracker.count, incremental))
             fields: dict[str, object] = dict(kernel_package.package(source, out, root, image, log))
         fields["build_id"] = build_id(root / str(fields["vmlinux"]))
         fields["identity"] = f"{spec.value} {spec.ref} commit {build.commit}"

@@ -187,9 +187,38 @@ class KernelBuilt(Event):
     what: str
     seconds: float
     files: int
+    incremental: bool = False  # on top of an earlier build in the same build directory
 
     def text(self) -> str:
-        return f"built {self.what} in {self.seconds:.0f} s ({self.files} files compiled)"
+        how = ", incremental" if self.incremental else ""
+        return f"built {self.what} in {self.seconds:.0f} s ({self.files} files compiled{how})"
+
+
+@dataclass(frozen=True)
+class StapSourceBuildStarted(Event):
+    """A systemtap source build (git: or path:) starts in its kept build directory."""
+
+    what: str
+    log: str
+    incremental: bool  # an earlier build of the same directory is there to build on
+
+    def text(self) -> str:
+        how = "incrementally, on the kept build directory" if self.incremental else "from scratch"
+        return f"building {self.what} {how} (log: {self.log})"
+
+
+@dataclass(frozen=True)
+class StapSourceBuilt(Event):
+    what: str
+    seconds: float
+    incremental: bool
+    configured: bool  # configure ran (its inputs changed, or the directory was new)
+    changed_files: int  # source files that differed from what the build directory held
+
+    def text(self) -> str:
+        how = "incremental" if self.incremental else "cold"
+        again = ", configure run" if self.configured else ""
+        return f"built {self.what} in {self.seconds:.0f} s ({how}, {self.changed_files} file(s) changed{again})"
 
 
 @dataclass(frozen=True)
@@ -232,6 +261,37 @@ class CellFinished(Event):
 
     def text(self) -> str:
         return f"{self.cell}: done: {self.counts}"
+
+
+@dataclass(frozen=True)
+class BisectStep(Event):
+    """One step of `stapmatrix bisect`: a commit about to be tested (`outcome` empty) or judged."""
+
+    step: int
+    steps_estimate: int  # steps git bisect expects in all (its "roughly N steps" plus those done)
+    commit: str
+    outcome: str = ""  # the test's outcome, "skip" (does not build) or "" (starting)
+    seconds: float = 0.0
+
+    def text(self) -> str:
+        where = f"bisect step {self.step} of ~{max(self.step, self.steps_estimate)}: {self.commit[:12]}"
+        if not self.outcome:
+            return f"{where}: building and testing"
+        return f"{where}: {self.outcome} ({self.seconds:.0f} s)"
+
+
+@dataclass(frozen=True)
+class BisectDone(Event):
+    first_changed: str  # the commit, or "" when skipped commits leave several candidates
+    candidates: int  # commits that could be the first changed one (1 when found)
+    steps: int
+    builds: int
+    seconds: float
+
+    def text(self) -> str:
+        found = f"first changed commit {self.first_changed[:12]}" if self.first_changed else \
+            f"the first changed commit is one of {self.candidates}"
+        return f"bisect done: {found} after {self.steps} step(s), {self.builds} build(s), {self.seconds:.0f} s"
 
 
 def worker_name() -> str:

@@ -156,9 +156,10 @@ def stap_deps_recipe(base_suite: str) -> Recipe:
 
 
 def stap_source_recipe(base_suite: str, source_id: str, version_label: str) -> Recipe:
-    """systemtap built from source (source.tar, made only when building) with no network:
-    keyed by the commit id or the tree's content hash."""
-    return recipe("stap", "stap-source.Dockerfile", ("stapmatrix-target.c",),
+    """systemtap built from source: the installed result of the incremental build (made with
+    no network by harness/stap_source_build.py, with build-stap.sh, which the tag covers) on
+    its dependencies image; keyed by the commit id or the tree's content hash."""
+    return recipe("stap", "stap-source.Dockerfile", ("stapmatrix-target.c", "build-stap.sh"),
                   {"DEPS": stap_deps_recipe(base_suite).tag, "SOURCE_ID": source_id, "VERSION_LABEL": version_label},
                   network="none")
 

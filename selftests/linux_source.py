@@ -73,19 +73,73 @@ def linux_source_repo() -> tuple[Path, str, str]:
             _git(repo, "commit", "-q", "-m", f"{PACKAGE} as Debian ships it")
             _git(repo, "tag", "before")
             sys_c = repo / "kernel" / "sys.c"
-            text = sys_c.read_text()
-            getppid = "SYSCALL_DEFINE0(getppid)\n{"
-            assert getppid in text
-            text = text.replace(getppid, MARKER.lstrip("\n") + "\n" + getppid, 1)
-            text = text.replace("\trcu_read_unlock();\n\n\treturn pid;\n}\n\nSYSCALL_DEFINE0(getuid)",
-                                "\trcu_read_unlock();\n\n\treturn stapmatrix_marker(pid);\n}\n\nSYSCALL_DEFINE0(getuid)", 1)
-            assert "return stapmatrix_marker(pid);" in text
-            sys_c.write_text(text)
+            sys_c.write_text(_with_marker(sys_c.read_text()))
             _git(repo, "commit", "-q", "-am", "kernel/sys.c: add stapmatrix_marker(), called by getppid()")
             _git(repo, "tag", "after")
             (repo / ".git" / "stapmatrix-done").write_text("ok\n")
     return repo, _git(repo, "rev-parse", "before"), _git(repo, "rev-parse", "after")
 
 
+
+
+# The bisect selftest's history: HISTORY_LENGTH commits on top of "before". Each adds a comment
+# to kernel/sys.c (a file tinyconfig compiles); BROKEN_COMMIT adds a line that is not C (the
+# kernel does not build) and the commit after it takes the line out again; MARKER_COMMIT adds
+# stapmatrix_marker() as "after" does. Commit numbers count from 1.
+HISTORY_LENGTH = 17
+BROKEN_COMMIT = 8
+MARKER_COMMIT = 11
+BROKEN_LINE = "stapmatrix_broken_on_purpose this is not C;\n"
+
+
+def _history_step(sys_c: Path, number: int) -> str:
+    """Make commit `number`'s change to kernel/sys.c; its subject."""
+    text = sys_c.read_text()
+    if number == MARKER_COMMIT:
+        text = _with_marker(text)
+        subject = "kernel/sys.c: add stapmatrix_marker(), called by getppid()"
+    elif number == BROKEN_COMMIT:
+        text += BROKEN_LINE
+        subject = "kernel/sys.c: a line that does not compile"
+    elif number == BROKEN_COMMIT + 1:
+        text = text.replace(BROKEN_LINE, "")
+        subject = "kernel/sys.c: take the line that does not compile out again"
+    else:
+        subject = f"kernel/sys.c: comment {number}"
+    sys_c.write_text(text + f"/* stapmatrix bisect history: commit {number} */\n")
+    return subject
+
+
+def _with_marker(text: str) -> str:
+    getppid = "SYSCALL_DEFINE0(getppid)\n{"
+    assert getppid in text
+    text = text.replace(getppid, MARKER.lstrip("\n") + "\n" + getppid, 1)
+    text = text.replace("\trcu_read_unlock();\n\n\treturn pid;\n}\n\nSYSCALL_DEFINE0(getuid)",
+                        "\trcu_read_unlock();\n\n\treturn stapmatrix_marker(pid);\n}\n\nSYSCALL_DEFINE0(getuid)", 1)
+    assert "return stapmatrix_marker(pid);" in text
+    return text
+
+
+def bisect_history() -> tuple[Path, list[str]]:
+    """(repository, [before, commit 1, ..., commit HISTORY_LENGTH]): a clone of the
+    linux-source repository (`--shared`: its objects are borrowed) with the history above."""
+    source, before, _ = linux_source_repo()
+    repo = cache_dir() / "selftest" / "linux-6.12-history"
+    with FileLock(str(repo) + ".lock"):
+        if not (repo / ".git" / "stapmatrix-done").exists():
+            shutil.rmtree(repo, ignore_errors=True)
+            subprocess.run(["git", "clone", "-q", "--shared", str(source), str(repo)], check=True)
+            _git(repo, "checkout", "-q", "-b", "history", before)
+            sys_c = repo / "kernel" / "sys.c"
+            for number in range(1, HISTORY_LENGTH + 1):
+                subject = _history_step(sys_c, number)
+                _git(repo, "commit", "-q", "-am", subject)
+            (repo / ".git" / "stapmatrix-done").write_text("ok\n")
+    commits = [before] + _git(repo, "rev-list", "--reverse", f"{before}..history").split()
+    assert len(commits) == HISTORY_LENGTH + 1
+    return repo, commits
+
+
 if __name__ == "__main__":
     print(linux_source_repo())
+    print(bisect_history())

@@ -26,7 +26,7 @@ from harness.cli import main
 from harness.errors import DockerUnavailableError
 from harness.outcomes import Outcome, read_results
 from selftests.cells import CellRun
-from selftests.checkouts import failing_checkout
+from selftests.checkouts import failing_checkout, source_image_tag
 
 pytestmark = [pytest.mark.real, pytest.mark.xdist_group("real-cell")]
 
@@ -202,6 +202,6 @@ def test_failing_source_build_is_an_error_with_its_log(deb_kernel: str, tmp_path
     (result,) = read_results(json_path)
     assert code == 1 and result.outcome is Outcome.ERROR
     assert "configure: error: broken on purpose" in result.detail
-    tag = result.detail.split("building ")[1].split()[0]
-    assert not any(tag in i.tags for i in docker_env.client().images.list())
-    assert Path(result.detail.split("full log: ")[1].strip()).read_text().count("=== attempt") == 1
+    assert f"building systemtap path:{checkout}" in result.detail
+    assert not docker_env.image_exists(source_image_tag(checkout))
+    assert Path(result.detail.split("full log: ")[1].strip()).read_text().count("=== building") == 1

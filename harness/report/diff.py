@@ -6,17 +6,23 @@ A regression is a test that passed (or failed as known, xfail) before and now do
 else. Two outcomes are not regressions but are reported in groups of their own: `flaky` now
 (the test passed in one try), and `error` now (infrastructure: the run says nothing about
 stap). Only regressions make `stapmatrix diff` exit 1.
+
+A regression between two rows (or columns) that are `git:` refs of one repository, the other
+side the same, comes with the `stapmatrix bisect` command that finds the commit.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 from harness.outcomes import Outcome, Result
-from harness.report.escape import terminal_line
+from harness.report.escape import markdown_block, terminal_line
 from harness.report.grid import identity, needs_attention, reason
 from harness.report.load import CellKey, Key, key
 from harness.report.markdown import md_cell
@@ -145,6 +151,71 @@ def diff_results(base: Sequence[Result], new: Sequence[Result]) -> Diff:
     return diff
 
 
+IDENTITY_COMMIT_RE = re.compile(r"^commit ([0-9a-f]{40})$")
+
+
+def _git_parts(spec: str) -> tuple[str, str] | None:
+    """(repository, ref) of a `git:REPO@REF` spec."""
+    if not spec.startswith("git:") or "@" not in spec:
+        return None
+    repo, _, ref = spec[4:].rpartition("@")
+    return (repo, ref) if repo and ref else None
+
+
+def _commit(identity: str, ref: str) -> str:
+    """The exact commit a record ran (its identity), else the ref it named."""
+    match = IDENTITY_COMMIT_RE.match(identity)
+    return match.group(1) if match else ref
+
+
+def _test_words(result: Result, side: str) -> list[str]:
+    """The test as bisect takes it, and the kernel config, from the record's reproducer."""
+    try:
+        words = shlex.split(result.reproduce)
+    except ValueError:
+        return []
+    config = [w for i, w in enumerate(words) if i and words[i - 1] == "--kernel-config"] if side == "kernel" else []
+    config_words = [word for item in config for word in ("--kernel-config", item)]
+    scripts = [w for w in words if w.endswith(".stp") and PurePath(w).stem == result.test]
+    if scripts:
+        return config_words + scripts[:1]
+    if result.test.startswith("testsuite:"):
+        return config_words + ["--testsuite", result.test.split(":")[1]]
+    if result.test.startswith("examples/"):
+        return config_words + ["--testsuite", "examples", f"--testsuite-include={result.test}"]
+    return []
+
+
+def bisect_command(before: Result, after: Result) -> str:
+    """`stapmatrix bisect ...` for a change between two git: refs of one repository (kernel
+    or systemtap), the other side unchanged; "" otherwise."""
+    sides = (("kernel", "--stap", before.kernel, after.kernel, before.kernel_identity, after.kernel_identity,
+              before.stap, after.stap),
+             ("stap", "--kernel", before.stap, after.stap, before.stap_identity, after.stap_identity,
+              before.kernel, after.kernel))
+    for side, other_option, old_spec, new_spec, old_identity, new_identity, old_other, new_other in sides:
+        old, new = _git_parts(old_spec), _git_parts(new_spec)
+        if not old or not new or old[0] != new[0] or old_other != new_other:
+            continue
+        good, bad = _commit(old_identity, old[1]), _commit(new_identity, new[1])
+        test = _test_words(after, side)
+        if good == bad or not test:
+            continue
+        return shlex.join(["stapmatrix", "bisect", f"--{side}", f"git:{new[0]}", "--good", good, "--bad", bad,
+                           other_option, new_other, *test])
+    return ""
+
+
+def bisect_commands(diff: Diff) -> list[str]:
+    """One bisect command per regression that has one, without repeats."""
+    commands: list[str] = []
+    for change in diff.groups["regressions"]:
+        command = bisect_command(change.before, change.after) if change.before and change.after else ""
+        if command and command not in commands:
+            commands.append(command)
+    return commands
+
+
 def _change_line(change: Change) -> str:
     kernel, stap, test = change.key
     return f"{kernel} x {stap} {test}: {change.summary}" + (f": {change.reason}" if change.reason else "")
@@ -172,6 +243,9 @@ def render_diff_text(diff: Diff) -> str:
         changes = diff.groups[group]
         if changes:
             out += [f"{GROUP_TITLES[group]} ({len(changes)}):"] + [f"  {terminal_line(_change_line(c))}" for c in changes]
+    commands = bisect_commands(diff)
+    if commands:
+        out += ["to find the commit that changed it:"] + [f"  {terminal_line(c)}" for c in commands]
     out.append(diff_counts(diff))
     out.append("REGRESSED" if diff.regressed else "no regressions")
     return "\n".join(out) + "\n"
@@ -191,6 +265,9 @@ def render_diff_markdown(diff: Diff) -> str:
         out += [f"| {md_cell(c.key[0])} | {md_cell(c.key[1])} | {md_cell(c.key[2])} | {md_cell(c.summary)} | "
                 f"{md_cell(c.reason)} |" for c in changes]
         out.append("")
+    commands = bisect_commands(diff)
+    if commands:
+        out += ["### to find the commit that changed it", "", markdown_block("\n".join(commands)), ""]
     out += [diff_counts(diff), "", "**regressed**" if diff.regressed else "no regressions"]
     return "\n".join(out) + "\n"
 
@@ -203,6 +280,7 @@ def render_diff_json(diff: Diff) -> str:
         "cells_vanished": [list(c) for c in diff.cells_vanished],
         "identity_changes": diff.identities,
         **{group: [c.as_json() for c in diff.groups[group]] for group in GROUPS},
+        "bisect": bisect_commands(diff),
     }
     return json.dumps(document, indent=2) + "\n"
 
