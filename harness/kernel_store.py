@@ -180,6 +180,17 @@ def ensure(key: str, what: str, make: Maker, progress: Progress) -> KernelTree:
     return stored
 
 
+def forget(key: str) -> bool:
+    """Remove the entry for `key` and a remembered failed build of it, so the next `ensure`
+    builds it again. Whether there was anything to forget."""
+    with FileLock(str(store_dir() / f".{key}.lock")):
+        entry, failed = store_dir() / key, store_dir() / f".{key}.failed"
+        existed = entry.exists() or failed.exists()
+        remove_tree(entry)
+        failed.unlink(missing_ok=True)
+    return existed
+
+
 def remove_tree(path: Path) -> None:
     """Remove a store directory. Its files were written by root in a container: when this
     process may not remove them, a container does."""

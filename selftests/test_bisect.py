@@ -16,7 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from harness import kernel_store, kernels
+from harness.archive import Archive
 from harness.cli import main
+from harness.kconfig import parse_config_items
+from harness.specs import parse_kernel_spec
 from selftests.linux_source import BROKEN_COMMIT, HISTORY_LENGTH, MARKER_COMMIT, bisect_history
 from selftests.stap_history import CHANGING_COMMIT, SOURCE_VARIABLE, stap_history, systemtap_source
 
@@ -48,9 +52,20 @@ def print_steps(report: dict[str, object]) -> None:
     print(f"builds {report['builds']}, total {report['seconds']:.0f} s")
 
 
+def forget_built_kernels(repo: Path, commits: list[str], config_item: str) -> int:
+    """Take this history's kernels out of the kernel store (and forget the broken commit's
+    failed build), so every step of the bisection is built now, on the kept build directory."""
+    config = parse_config_items([(config_item, "--kernel-config")], ROOT)
+    archive = Archive()
+    return sum(kernel_store.forget(kernels.resolve(parse_kernel_spec(f"git:{repo}@{commit}", "--kernel",
+                                                                     config=config), "--kernel", archive).key)
+               for commit in commits)
+
+
 def test_kernel_bisect_names_the_commit_and_skips_the_one_that_does_not_build(deb_stap: str,
                                                                                 tmp_path: Path) -> None:
     repo, commits = bisect_history()
+    print(f"{forget_built_kernels(repo, commits, 'tinyconfig')} kernel(s) of this history forgotten by the store")
     before = repository_state(repo)
     json_path = tmp_path / "bisect.json"
     started = time.monotonic()
@@ -69,7 +84,11 @@ def test_kernel_bisect_names_the_commit_and_skips_the_one_that_does_not_build(de
     assert report["target"] == "pass"
     assert report["skipped"] == [commits[BROKEN_COMMIT]]
     assert report["builds"] <= math.ceil(math.log2(HISTORY_LENGTH)) + 2
-    assert any(s["incremental"] for s in report["steps"])
+    # Every step but the skipped one built its kernel now; every build after the first is
+    # incremental (the first one too when an earlier run left the build directory).
+    built = [s for s in report["steps"] if s["outcome"] != "skip"]
+    assert all(s["built"] for s in built), [s["commit"][:12] for s in built if not s["built"]]
+    assert all(s["incremental"] for s in built[1:]), [s["commit"][:12] for s in built if not s["incremental"]]
     assert commits[MARKER_COMMIT] in report["reproduce"]["commit"]
     assert commits[MARKER_COMMIT - 1] in report["reproduce"]["parent"]
     assert repository_state(repo) == before, "bisect changed the user's repository"
