@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from docker.models.containers import Container
 
 from harness import archive, docker_env, settings, suites
 from harness.cli import main
@@ -124,12 +125,23 @@ def test_ctrl_c_during_a_boot_leaves_nothing(deb_kernel: str, deb_stap: str, tmp
         time.sleep(0.5)
     else:
         pytest.fail("no guest container appeared")
-    time.sleep(3)  # mid-boot
+    qemu = _qemu_pids(guests[0], deadline)  # mid-boot: QEMU has started
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 130
     assert _our_containers(process.pid) == []
-    qemu = subprocess.run(["pgrep", "-f", "qemu-system-x86_64 -nodefaults"], check=False, capture_output=True, text=True)
-    assert qemu.stdout.strip() == "", f"QEMU still running: {qemu.stdout}"
+    # This run's QEMU only: another xdist worker may be booting a guest of its own.
+    assert [pid for pid in qemu if Path(f"/proc/{pid}").exists()] == [], f"QEMU still running: {qemu}"
+
+
+def _qemu_pids(container: Container, deadline: float) -> list[int]:
+    """The host PIDs of the QEMU processes in a guest container, once there is one."""
+    while time.monotonic() < deadline:
+        top = container.top(ps_args="-eo pid,args")
+        pids = [int(row[0]) for row in top.get("Processes") or [] if "qemu-system" in row[1]]
+        if pids:
+            return pids
+        time.sleep(0.5)
+    pytest.fail("no QEMU process appeared in the guest container")
 
 
 def test_containers_of_a_dead_run_are_reaped() -> None:
