@@ -42,7 +42,13 @@ from harness.guest import crash_excerpt, new_taint
 from harness.judge import splat_lines
 from harness.kernel_store import KernelTree
 from harness.logs import INFRA_FAILURE_RE, PASS_FAILED_RE, classify_compile_failure, first_error_lines
-from harness.modules import STAP_CACHE_IN_CONTAINER, cell_container, stap_cache_dir
+from harness.modules import (
+    STAP_CACHE_IN_CONTAINER,
+    cell_container,
+    confirm_failed_queries,
+    forget_unconfirmed_failed_queries,
+    stap_cache_dir,
+)
 from harness.outcomes import Outcome
 from harness.progress import Progress, Step
 from harness.settings import cache_dir
@@ -161,8 +167,14 @@ def _compile_only(cell: ExampleCell, container: Container, test: ExampleTest, ki
     known = cache.read_entry(entry)
     if isinstance(known, dict) and {"code", "output"} <= set(known):
         return int(known["code"]), str(known["output"]), False, 0.0, True
-    code, output, timed_out, seconds = _sh(container, test, command, limit_s,
-                                           stap_options_dir(cell, "local", ["-r", cell.kernel.release]))
+    stap_dir = stap_options_dir(cell, "local", ["-r", cell.kernel.release])
+    code, output, timed_out, seconds = _sh(container, test, command, limit_s, stap_dir)
+    stap_cache = stap_cache_dir(cell.stap_key, cell.kernel)
+    retried = forget_unconfirmed_failed_queries(stap_cache, output) if code != 0 and not timed_out else []
+    if retried:  # see modules.UNRESOLVED_PROBE_RE: a failed tracepoint query may have been transient
+        code, output, timed_out, more = _sh(container, test, command, limit_s, stap_dir)
+        seconds += more
+        confirm_failed_queries(stap_cache, retried)
     if not timed_out and code not in (137, 139) and not INFRA_FAILURE_RE.search(output):
         cache.write_entry(entry, {"code": code, "output": output})
     return code, output, timed_out, seconds, False

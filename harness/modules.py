@@ -79,6 +79,51 @@ def stap_cache_dir(stap_key: str, kernel: KernelTree) -> Path:
     return path
 
 
+# A tracepoint query that failed to build is cached by systemtap as an EMPTY file
+# (tapsets.cxx, get_tracequery_modules: "cache an empty file for failures"; its make runs
+# with -i), whatever the cause: a header that does not compile for this kernel, or a cc1
+# killed for memory or a full disk. One such transient failure would make every later probe
+# on that header's tracepoints fail pass 2 ("no match") for the (systemtap, kernel) pair for
+# good. So a compile that fails to resolve a probe point removes the empty queries not yet
+# confirmed and compiles again once; a query that builds empty again is a real failure and
+# is recorded as confirmed, so it is not rebuilt on the next failure.
+UNRESOLVED_PROBE_RE = re.compile(r"while resolving probe point")
+CONFIRMED_EMPTY_QUERIES = "tracequery-failures.json"
+
+
+def _empty_queries(stap_cache: Path) -> set[str]:
+    return {str(path.relative_to(stap_cache)) for path in (stap_cache / "cache").glob("*/tracequery_*.o")
+            if path.is_file() and not path.is_symlink() and path.stat().st_size == 0}
+
+
+def _confirmed_empty_queries(stap_cache: Path) -> set[str]:
+    known = cache.read_entry(stap_cache / CONFIRMED_EMPTY_QUERIES)
+    return {str(name) for name in known} if isinstance(known, list) else set()
+
+
+def forget_unconfirmed_failed_queries(stap_cache: Path, log: str) -> list[str]:
+    """For a compile whose log says a probe point did not resolve: remove the empty tracepoint
+    queries not confirmed yet (the next compile builds them again) and return them; [] when
+    there are none, or the compile failed otherwise."""
+    if not UNRESOLVED_PROBE_RE.search(log):
+        return []
+    suspects = sorted(_empty_queries(stap_cache) - _confirmed_empty_queries(stap_cache))
+    for name in suspects:
+        (stap_cache / name).unlink(missing_ok=True)
+    if suspects:
+        logger.info("%d failed tracepoint queries in %s not confirmed yet: building them again",
+                    len(suspects), stap_cache)
+    return suspects
+
+
+def confirm_failed_queries(stap_cache: Path, retried: list[str]) -> None:
+    """Record the retried queries that failed again: real failures for this pair."""
+    again = _empty_queries(stap_cache) & set(retried)
+    if again:
+        cache.write_entry(stap_cache / CONFIRMED_EMPTY_QUERIES,
+                          sorted(_confirmed_empty_queries(stap_cache) | again))
+
+
 # stap's cache limit (systemtap cache.cxx: 256 MB by default, then it evicts the oldest
 # modules): the examples alone compile about 380 modules per kernel, which must all stay.
 STAP_CACHE_MB = 8192
@@ -194,6 +239,12 @@ def _store(entry: Path, module: str, log_path: Path, target: Path, record: dict[
 ContainerFactory = Callable[[], Container]
 
 
+def _stap_compile(container: ContainerFactory, command: list[str], name: str) -> tuple[int, str]:
+    exit_code, output = docker_env.exec_with_limit(
+        container(), command, what=f"compiling {name} (stap -p4)", timeout_s=COMPILE_LIMIT_S, workdir="/work/build")
+    return exit_code, output.decode("utf-8", "replace")
+
+
 def compile_script(container: ContainerFactory, script: TestScript, kernel: KernelTree, workdir: Path,
                    stap_key: str, progress: Progress = discard) -> Compiled:
     """The script's verdict from the compile cache, or from `stap -p4` in the container
@@ -216,11 +267,15 @@ def compile_script(container: ContainerFactory, script: TestScript, kernel: Kern
     (scripts / f"{script.name}.stp").write_text(script.text)
     command = ["stap", "-p4", "-r", kernel.release, "-m", module, *script.stap_args, f"/work/scripts/{script.name}.stp"]
     started = time.monotonic()
-    exit_code, output = docker_env.exec_with_limit(
-        container(), command, what=f"compiling {script.name} (stap -p4)", timeout_s=COMPILE_LIMIT_S,
-        workdir="/work/build")
+    exit_code, log = _stap_compile(container, command, script.name)
+    stap_cache = stap_cache_dir(stap_key, kernel)
+    retried = forget_unconfirmed_failed_queries(stap_cache, log) if exit_code != 0 else []
+    if retried:
+        progress(Step(f"{kernel.release}: compiling {script.name} again: {len(retried)} failed tracepoint "
+                      "queries built again"))
+        exit_code, log = _stap_compile(container, command, script.name)
+        confirm_failed_queries(stap_cache, retried)
     seconds = time.monotonic() - started
-    log = output.decode("utf-8", "replace")
     log_path.write_text("$ " + " ".join(command) + "\n" + log)
     built = workdir / "build" / f"{module}.ko"
     ok = exit_code == 0 and built.exists()

@@ -76,10 +76,18 @@ def test_a_directory_where_an_entry_belongs(tmp_path: Path, caplog: pytest.LogCa
     assert cache.read_entry(path) == {"v": 3}
 
 
+# A disk as slow as a loaded CI machine's: each fsync also waits 0.3 s, so that a kill at a
+# random moment lands inside a write most of the time (on a fast disk, 30 kills could all
+# land between writes and the test said nothing about a torn one).
 WRITER = """
-import sys
+import os, sys, time
 from pathlib import Path
 from harness import cache
+real_fsync = os.fsync
+def slow_fsync(fd):
+    real_fsync(fd)
+    time.sleep(0.3)
+os.fsync = slow_fsync
 path = Path(sys.argv[1])
 n = 0
 while True:
@@ -95,7 +103,10 @@ def test_a_writer_killed_mid_write_never_leaves_half_an_entry(tmp_path: Path) ->
     path = tmp_path / "entry.json"
     for attempt in range(30):  # until one kill lands mid-write, leaving a temporary file
         writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT)
-        time.sleep(0.4 + 0.037 * attempt)
+        started = time.monotonic()
+        while not path.exists() and time.monotonic() < started + 30:  # its first whole entry
+            time.sleep(0.01)
+        time.sleep(0.05 + 0.037 * attempt)
         writer.send_signal(signal.SIGKILL)
         writer.wait()
         entry = cache.read_entry(path)
