@@ -12,17 +12,40 @@ In CI a selftest that skips fails instead, unless expected (selftests/conftest.p
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import fcntl
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from harness.settings import cache_dir
 from selftests.archive_choice import newest_kernel, systemtap_of
 from selftests.cells import CellRun, stapmatrix_run
 
 DATA = Path(__file__).resolve().parent / "selftests" / "data"
 # The selftests' kernel and systemtap: trixie's newest 6.12 build, sid's systemtap (5.6 today).
 KERNEL_SERIES, KERNEL_RELEASE, STAP_SUITE = "6.12", "trixie", "sid"
+
+
+@pytest.fixture(autouse=True)
+def local_images_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Real tests share the host's images (one base, runner and systemtap image for every
+    cell); a test marked `removes_local_images` takes them away to make a cell pull them, so it
+    runs alone: it holds this lock exclusively, every other real test holds it shared (xdist
+    workers are processes; flock is across them). Once, a kernel-source cell on the other
+    worker found its runner image removed and Docker tried to pull it from outside."""
+    if request.node.get_closest_marker("real") is None:
+        yield
+        return
+    exclusive = request.node.get_closest_marker("removes_local_images") is not None
+    path = cache_dir() / "locks" / "selftests-local-images.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture

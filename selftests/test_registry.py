@@ -270,6 +270,7 @@ def remove_local(tags: list[str]) -> None:
 
 
 @pytest.mark.real
+@pytest.mark.removes_local_images
 @pytest.mark.xdist_group("real-cell")
 def test_a_cell_from_the_registry_builds_no_image(loopback_registry: str, run_cell: CellRun, deb_kernel: str,
                                                   deb_stap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
