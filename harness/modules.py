@@ -19,6 +19,7 @@ no container before its guest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -109,16 +110,34 @@ def forget_unconfirmed_failed_queries(stap_cache: Path, log: str) -> list[str]:
         return []
     suspects = sorted(_empty_queries(stap_cache) - _confirmed_empty_queries(stap_cache))
     for name in suspects:
-        (stap_cache / name).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):  # another compile thread moved it first
+            os.replace(stap_cache / name, _aside(stap_cache / name))
     if suspects:
         logger.info("%d failed tracepoint queries in %s not confirmed yet: building them again",
                     len(suspects), stap_cache)
     return suspects
 
 
+def _aside(query: Path) -> Path:
+    return query.with_name(query.name + ".retrying")  # not tracequery_*.o: stap never reads it
+
+
 def confirm_failed_queries(stap_cache: Path, retried: list[str]) -> None:
-    """Record the retried queries that failed again: real failures for this pair."""
-    again = _empty_queries(stap_cache) & set(retried)
+    """After the second compile: a retried query it built empty again is a real failure for
+    this pair (recorded), one it built whole was transient. One it did not build at all is put
+    back, still unconfirmed: that compile's unresolved probe point was no tracepoint (a
+    `process(...)` or `kernel.function(...)`), so it said nothing about the queries. Without
+    this, every such failure removed them all and the next tracepoint compile rebuilt them."""
+    again = set()
+    for name in retried:
+        query = stap_cache / name
+        if query.is_file():
+            if query.stat().st_size == 0:
+                again.add(name)
+            _aside(query).unlink(missing_ok=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(_aside(query), query)
     if again:
         cache.write_entry(stap_cache / CONFIRMED_EMPTY_QUERIES,
                           sorted(_confirmed_empty_queries(stap_cache) | again))
@@ -153,8 +172,8 @@ def cell_container(image: str, workdir: Path, kernel: KernelTree, stap_cache: Pa
         environment["SYSTEMTAP_DIR"] = STAP_CACHE_IN_CONTAINER
         (stap_cache / "cache").mkdir(exist_ok=True)
         (stap_cache / "cache" / "cache_mb_limit").write_text(f"{STAP_CACHE_MB}\n")
-    container = docker_env.client().containers.run(
-        image, ["sleep", "infinity"], detach=True, network_mode="none",
+    container = docker_env.start_container(
+        image, ["sleep", "infinity"], network_mode="none",
         labels=docker_env.container_labels("compile"), mounts=mounts, environment=environment,
     )
     try:

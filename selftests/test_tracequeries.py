@@ -44,3 +44,19 @@ def test_unresolved_probe_rebuilds_unconfirmed_failed_queries_once(tmp_path: Pat
     _query(tmp_path, "tracequery_ed4a652dde440183ca6ae615c6c80c87_854.o", b"")  # a new failure
     assert modules.forget_unconfirmed_failed_queries(tmp_path, NO_MATCH_LOG) == [
         "cache/ed/tracequery_ed4a652dde440183ca6ae615c6c80c87_854.o"]
+
+
+def test_a_retry_that_built_no_query_puts_them_back_unconfirmed(tmp_path: Path) -> None:
+    """A `process(...)` probe that does not resolve also says "while resolving probe point";
+    its second compile builds no tracepoint query. Seen in a cold examples run: each such
+    failure removed the 21 real failures of 6.12.118 x 5.6-1 and the next tracepoint compile
+    rebuilt them (20 s each time)."""
+    real_failure = _query(tmp_path, "tracequery_bb4d0b7bd3fc0cd600c2c329222f8890_857.o", b"")
+    retried = modules.forget_unconfirmed_failed_queries(tmp_path, NO_MATCH_LOG)
+    assert retried == ["cache/bb/tracequery_bb4d0b7bd3fc0cd600c2c329222f8890_857.o"]
+    assert not real_failure.exists()  # set aside while the second compile runs
+    modules.confirm_failed_queries(tmp_path, retried)  # and it built none
+    assert real_failure.is_file() and real_failure.stat().st_size == 0
+    assert not list(tmp_path.glob("cache/*/*.retrying"))
+    assert not (tmp_path / modules.CONFIRMED_EMPTY_QUERIES).exists()  # still unconfirmed: the next retry tries it
+    assert modules.forget_unconfirmed_failed_queries(tmp_path, NO_MATCH_LOG) == retried
