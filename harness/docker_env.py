@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -182,6 +183,24 @@ def remove_own_containers() -> None:
         remove_quietly(container)
 
 
+def start_container(image: str, command: list[str], **options: Any) -> Container:
+    """A detached container of an image the daemon has. Unlike docker-py's containers.run, a
+    missing image is not pulled implicitly (from whatever registry the daemon knows: images.py
+    alone builds or pulls stapmatrix images, checked): it is one line naming the image."""
+    try:
+        container = client().containers.create(image, command, detach=True, **options)
+    except docker.errors.ImageNotFound:
+        raise InfraError(f"image {image} is gone from the Docker daemon: it was removed while this run went on "
+                         "(`stapmatrix clean --images`, `docker image prune`, another run); run again and it is "
+                         "made again") from None
+    try:
+        container.start()
+    except BaseException:
+        remove_quietly(container)
+        raise
+    return container
+
+
 def run_to_completion(image: str, command: list[str], *, what: str, timeout_s: float, log_path: Path,
                       role: str = "build", network: str = "none", mounts: list[docker.types.Mount] | None = None,
                       volumes: dict[str, dict[str, str]] | None = None, environment: dict[str, str] | None = None,
@@ -189,8 +208,8 @@ def run_to_completion(image: str, command: list[str], *, what: str, timeout_s: f
     """Run a container to its end, streaming its output into `log_path` (and, line by line,
     to `on_line` when given); (exit code, output). A container that outlives `timeout_s`
     is killed and named in the error, so no step can hang a run silently."""
-    container = client().containers.run(
-        image, command, detach=True, network_mode=network, labels=container_labels(role),
+    container = start_container(
+        image, command, network_mode=network, labels=container_labels(role),
         mounts=mounts or [], volumes=volumes or {}, environment=environment or {}, working_dir=workdir,
     )
     deadline = time.monotonic() + timeout_s

@@ -126,8 +126,8 @@ def qemu_command(accel: str, only: str, boot: int | str, probe: bool = False, in
 def start_guest(runner_image: str, guest_dir: Path, accel: str, command: list[str]) -> Container:
     """QEMU in a runner container: no network, /dev/kvm the only device (and only for KVM),
     guest_dir mounted at /guest. The caller removes it."""
-    return docker_env.client().containers.run(
-        runner_image, command, detach=True, network_mode="none",
+    return docker_env.start_container(
+        runner_image, command, network_mode="none",
         devices=["/dev/kvm:/dev/kvm:rwm"] if accel == "kvm" else [],
         labels=docker_env.container_labels("guest"),
         volumes={str(guest_dir): {"bind": "/guest", "mode": "rw"}},

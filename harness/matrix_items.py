@@ -55,8 +55,8 @@ def cell_host(image_case: Cell, matrix_session: MatrixSession) -> Iterator[testi
     tree = kernel_store.find(image_case.kernel.key)
     if tree is None:
         pytest.fail(f"kernel {image_case.kernel.spec.spec} is not in the kernel store", pytrace=False)
-    container = docker_env.client().containers.run(
-        results[0].image, ["sleep", "infinity"], detach=True, network_mode="none",
+    container = docker_env.start_container(
+        results[0].image, ["sleep", "infinity"], network_mode="none",
         labels=docker_env.container_labels("testinfra"), mounts=tree.mounts(),
     )
     try:

@@ -257,8 +257,8 @@ def test_renamed_script_compiles_under_its_own_name(cell_images: tuple[CellImage
 
 @pytest.fixture
 def sleeper(cell_images: tuple[CellImages, str]) -> Iterator[Container]:
-    container = docker_env.client().containers.run(cell_images[0].runner, ["sleep", "infinity"], detach=True,
-                                                   network_mode="none", labels=docker_env.container_labels("test"))
+    container = docker_env.start_container(cell_images[0].runner, ["sleep", "infinity"], network_mode="none",
+                                           labels=docker_env.container_labels("test"))
     try:
         yield container
     finally:
@@ -291,6 +291,23 @@ def test_container_over_its_time_limit_is_killed_and_named(cell_images: tuple[Ce
     assert (tmp_path / "log").read_text() == "started\n"
     assert not docker_env.client().containers.list(all=True, filters={
         "label": [f"{docker_env.ROLE_LABEL}=test", f"{docker_env.OWNER_PID_LABEL}={os.getpid()}"]})
+
+
+@CELL
+def test_an_image_removed_mid_run_is_named_and_never_pulled(cell_images: tuple[CellImages, str]) -> None:
+    """docker-py's containers.run pulls a missing image by its name from the daemon's default
+    registry; a runner image removed by another run once ended in a read timeout reported as
+    "lost the connection to Docker". Now: at once, one line naming the image."""
+    gone = f"stapmatrix/gone:test-{os.getpid()}"
+    docker_env.client().images.get(cell_images[0].runner).tag(*gone.split(":"))
+    docker_env.client().images.remove(gone)  # the name only: the runner keeps its own
+    started = time.monotonic()
+    with pytest.raises(InfraError) as raised:
+        docker_env.start_container(gone, ["true"], network_mode="none", labels=docker_env.container_labels("test"))
+    assert time.monotonic() - started < 10, "it tried a pull"
+    assert str(raised.value).startswith(f"image {gone} is gone from the Docker daemon: ")
+    assert "run again" in str(raised.value) and "\n" not in str(raised.value)
+    assert docker_env.image_exists(cell_images[0].runner)
 
 
 # --- a dropped Docker connection while a guest runs ---------------------------------------------
