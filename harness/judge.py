@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from harness.guest import SPLAT_RE, TIMEOUT_SCALE, GuestRun
+from harness.guest import SPLAT_RE, TAINT_ALLOWED, TIMEOUT_SCALE, GuestRun, guru_mode
 from harness.modules import Compiled
 from harness.outcomes import Outcome
 from harness.scripts import TestScript
@@ -57,9 +57,9 @@ def judge(script: TestScript, compiled: Compiled, guest: GuestRun | None, allow_
     splat = splat_lines(run.console, allow_splats)
     if splat:
         return Outcome.FAIL_LOAD, "kernel splat while the module ran:\n" + splat
-    taint = run.new_taint()
+    taint = run.new_taint(guru_mode(list(script.stap_args)))
     if taint:
-        return Outcome.FAIL_LOAD, f"the module left new kernel taint flags {taint} (beyond O and E)"
+        return Outcome.FAIL_LOAD, f"the module left new kernel taint flags {taint} ({TAINT_ALLOWED})"
     problem = script.output_problem(run.stdout)
     if problem:
         return Outcome.FAIL_OUTPUT, problem + "; output began:\n" + (_first_lines(run.stdout) or "(empty)")
