@@ -20,6 +20,11 @@ printf '%s\n' "proc /proc proc defaults 0 0" "sysfs /sys sysfs defaults 0 0" \
     "devtmpfs /dev devtmpfs defaults 0 0" "tmpfs /tmp tmpfs defaults 0 0" \
     "debugfs /sys/kernel/debug debugfs defaults 0 0" "tracefs /sys/kernel/tracing tracefs defaults 0 0" \
     > "$root/etc/fstab"
+# The one user the guest runs as: stapbpf (--runtime=bpf) looks its name up and stops with
+# "an error occured while retrieving username" without /etc/passwd.
+printf '%s\n' "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
+printf '%s\n' "root:x:0:" > "$root/etc/group"
+printf '%s\n' "127.0.0.1 localhost" "::1 localhost ip6-localhost ip6-loopback" > "$root/etc/hosts"
 chmod 755 "$root/init"
 
 staprun=$(command -v staprun)
