@@ -13,6 +13,14 @@ set -eu
 kver=$1 out=$2 with_stapsh=${3:-}
 root=$(mktemp -d)
 mkdir -p "$root/bin" "$root/tests" "$root/usr/local/bin"
+# The image's merged /usr (/lib -> usr/lib): stap resolves a library to its real path
+# (/usr/lib/x86_64-linux-gnu/libc.so.6, ltrace's process probes) and the guest must have it
+# there too, not only at the /lib path ldd names.
+for dir in lib lib32 lib64 libx32; do
+    if [ -L "/$dir" ]; then  # a relative link (usr/lib): its target made first, or mkdir -p fails
+        mkdir -p "$root/$(readlink "/$dir")" && ln -s "$(readlink "/$dir")" "$root/$dir"
+    fi
+done
 cp /bin/busybox "$root/bin/busybox"
 cp /guest/init "$root/init"
 mkdir -p "$root/etc"
@@ -37,8 +45,15 @@ stapio=$(readlink -f "$stapio")
 # A binary at the same path in the guest, with the shared libraries ldd names.
 copy_with_libraries() {
     for file in "$1" $(ldd "$1" 2>/dev/null | awk '/=> \// {print $3} /^\t\/[^ ]+ \(/ {print $1}'); do
-        mkdir -p "$root$(dirname "$file")"
-        cp -L "$file" "$root$file"
+        # The file at its real path (libcap.so.2.75: where stap, resolving links, places a
+        # probe), then the name ldd gave (libcap.so.2) as a link, unless it is that file already.
+        real=$(readlink -f "$file")
+        mkdir -p "$root$(dirname "$real")"
+        cp "$real" "$root$real"
+        if [ ! -e "$root$file" ]; then
+            mkdir -p "$root$(dirname "$file")"
+            ln -s "$real" "$root$file"
+        fi
     done
 }
 for binary in "$staprun" "$stapio" /usr/local/bin/stapmatrix-target; do
