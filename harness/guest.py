@@ -106,6 +106,17 @@ def guru_mode(words: list[str]) -> bool:
 
 TAINT_ALLOWED = "beyond O and E, and F for a guru-mode module"
 
+# The kernel's try_to_force_load() (kernel/module/main.c) names the module it loads forced,
+# once a boot: "stap_4adbb939811c67bcd96f6d744d7f9330__605: module_layout: kernel tainted.".
+FORCED_STAP_MODULE_RE = re.compile(r"\bstap_\w+: \S+: kernel tainted\.")
+
+
+def forced_stap_module(console: str) -> bool:
+    """Whether the console shows a stap module loaded forced: one built without symbol
+    versions, which systemtap does only in guru mode. A DejaGnu file runs many stap commands
+    the harness does not see, so this is how its F is told apart from another module's."""
+    return FORCED_STAP_MODULE_RE.search(console) is not None
+
 
 def new_taint(before: int, after: int, guru: bool = False) -> str:
     """The taint flags set between two readings, beyond the O and E every stap module sets

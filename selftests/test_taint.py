@@ -12,7 +12,7 @@ import shlex
 
 import pytest
 
-from harness.guest import guru_mode, new_taint
+from harness.guest import forced_stap_module, guru_mode, new_taint
 
 O, E, F, D = 4096, 8192, 2, 128
 
@@ -46,3 +46,21 @@ def test_forced_module_taint_fails_only_a_module_that_is_not_guru() -> None:
     assert new_taint(0, F | O | E) == "F"
     assert new_taint(0, F | D | O | E, guru=True) == "D"  # a warning is a failure in guru mode too
     assert new_taint(F, F | O | E) == ""  # sticky: set before this test
+
+
+# The line keyhack's guest printed in that run (try_to_force_load()), after the line the kernel
+# prints for the first out-of-tree module of a boot.
+KEYHACK_CONSOLE = ("stap_4adbb939811c67bcd96f6d744d7f9330__605: loading out-of-tree module taints kernel.\n"
+                   "stap_4adbb939811c67bcd96f6d744d7f9330__605: module_layout: kernel tainted.\n")
+
+
+def test_a_dejagnu_file_whose_stap_module_loaded_forced_may_taint_f() -> None:
+    assert forced_stap_module(KEYHACK_CONSOLE)
+    assert new_taint(0, F | O | E, guru=forced_stap_module(KEYHACK_CONSOLE)) == ""
+
+
+def test_another_module_loaded_forced_is_still_blamed() -> None:
+    console = "[   12.000001] dummy_hcd: module_layout: kernel tainted.\n"
+    assert not forced_stap_module(console)
+    assert not forced_stap_module("stap_abc: loading out-of-tree module taints kernel.\n")
+    assert new_taint(0, F | O | E, guru=forced_stap_module(console)) == "F"
