@@ -31,7 +31,8 @@ SEVERITY = (Outcome.ERROR, Outcome.CRASH, Outcome.TIMEOUT, Outcome.FAIL_PASS2, O
 LABEL_WIDTH = 16  # column headers longer than this get a short label and a legend line
 
 OUTCOME_STATUS = {o: ("fail" if o in FAILURES else o.value) for o in Outcome}
-GRID_KEY = "each cell: pass/xfail/fail/error (fail = fail-*, crash, timeout), then flaky/skip and seconds"
+GRID_KEY = ("each cell: pass/xfail/fail/error (fail = fail-*, crash, timeout), then flaky/skip and its stages' "
+            "time (compiles and examples summed over the jobs that ran them at once: more than wall time)")
 
 
 def first_line(text: str) -> str:
