@@ -251,6 +251,24 @@ def _kill_at(container: Container, deadline: float) -> None:
         pass
 
 
+# What the daemon gives as an exec's output, with exit code 126, when the container stopped
+# between the exec's creation and its start (the run was stopped, the daemon restarted): the
+# runtime's words, not the command's. Taken for the command's, a compile's "fail-pass2" was
+# cached for good (examples whythefail and sizeof_interactive on 7.3-amd64, 2026-12-03).
+RUNTIME_EXEC_FAILURES = (b"OCI runtime exec failed", b"cannot exec in a stopped")
+
+
+def runtime_exec_failed(code: int, output: bytes | str) -> bool:
+    """Whether an exec's (code, output) is the runtime refusing to start it."""
+    head = (output.encode("utf-8", "replace") if isinstance(output, str) else output)[:200].lstrip()
+    return code == 126 and head.startswith(RUNTIME_EXEC_FAILURES)
+
+
+def _exec_refused(container: Container, what: str, reason: str) -> InfraError:
+    return InfraError(f"{what}: container {container.name} could not run it ({reason}): "
+                      "it stopped under the run (was the run stopped, or the daemon restarted?)")
+
+
 def exec_timed(container: Container, command: list[str], *, what: str, timeout_s: float, workdir: str | None = None,
                environment: dict[str, str] | None = None) -> tuple[int, bytes, bool]:
     """`exec_run` under coreutils' timeout inside the container (docker's exec has no time
@@ -259,8 +277,12 @@ def exec_timed(container: Container, command: list[str], *, what: str, timeout_s
     started = time.monotonic()
     try:
         code, output = container.exec_run(wrapped, workdir=workdir, environment=environment)
+    except docker.errors.APIError as error:  # 409, the container is not running (an HTTPError: caught first)
+        raise _exec_refused(container, what, str(error.explanation or error)[:200]) from None
     except requests.exceptions.RequestException as error:
         raise InfraError(f"{what}: lost the connection to Docker ({error.__class__.__name__})") from None
+    if runtime_exec_failed(code, output):
+        raise _exec_refused(container, what, bytes(output).decode("utf-8", "replace").strip()[:200])
     # 124 and 137 are also what a command says when it exits 124 or is killed (the OOM killer,
     # `kill -9`) well before the limit: only the clock tells a time limit from those.
     timed_out = code in (124, 137) and time.monotonic() - started >= timeout_s
@@ -290,8 +312,12 @@ def exec_watched(container: Container, command: list[str], *, what: str, timeout
                 container.exec_run(["sh", "-c", f'kill -TERM "$(cat /tmp/.stapmatrix-exec-{token})"'])
         code = api.exec_inspect(exec_id).get("ExitCode")
         container.exec_run(["rm", "-f", f"/tmp/.stapmatrix-exec-{token}"])
+    except docker.errors.APIError as error:  # 409, the container is not running (an HTTPError: caught first)
+        raise _exec_refused(container, what, str(error.explanation or error)[:200]) from None
     except requests.exceptions.RequestException as error:
         raise InfraError(f"{what}: lost the connection to Docker ({error.__class__.__name__})") from None
+    if runtime_exec_failed(int(code if code is not None else 1), b"".join(chunks)):
+        raise _exec_refused(container, what, b"".join(chunks).decode("utf-8", "replace").strip()[:200])
     timed_out = code in (124, 137) and time.monotonic() - started >= timeout_s
     return int(code if code is not None else 1), b"".join(chunks), "stopped" if stopped else "timeout" if timed_out else ""
 

@@ -165,7 +165,8 @@ def _compile_only(cell: ExampleCell, container: Container, test: ExampleTest, ki
     killed, out of memory or disk)."""
     entry = _verdict_path(cell, kind, test, command)
     known = cache.read_entry(entry)
-    if isinstance(known, dict) and {"code", "output"} <= set(known):
+    if isinstance(known, dict) and {"code", "output"} <= set(known) \
+            and not docker_env.runtime_exec_failed(int(known["code"]), str(known["output"])):  # cached before that was caught
         return int(known["code"]), str(known["output"]), False, 0.0, True
     stap_dir = stap_options_dir(cell, "local", ["-r", cell.kernel.release])
     code, output, timed_out, seconds = _sh(container, test, command, limit_s, stap_dir)

@@ -281,6 +281,17 @@ def test_exec_exit_124_or_a_kill_is_not_a_time_limit(sleeper: Container) -> None
 
 
 @CELL
+def test_exec_in_a_container_that_stopped_is_an_error_not_a_result(sleeper: Container) -> None:
+    """A run stopped under its compiles: the daemon's refusal is no compile verdict."""
+    sleeper.kill()
+    for run in (docker_env.exec_timed, docker_env.exec_with_limit):
+        with pytest.raises(InfraError, match=f"compiling x: container {sleeper.name} could not run it .*stopped under the run"):
+            run(sleeper, ["true"], what="compiling x", timeout_s=60)
+    with pytest.raises(InfraError, match="stopped under the run"):
+        docker_env.exec_watched(sleeper, ["true"], what="compiling x", timeout_s=60, stop_when=lambda _: False)
+
+
+@CELL
 def test_container_over_its_time_limit_is_killed_and_named(cell_images: tuple[CellImages, str],
                                                            tmp_path: Path) -> None:
     started = time.monotonic()
