@@ -269,6 +269,11 @@ def _exec_refused(container: Container, what: str, reason: str) -> InfraError:
                       "it stopped under the run (was the run stopped, or the daemon restarted?)")
 
 
+def _raise_if_refused(container: Container, what: str, code: int, output: bytes) -> None:
+    if runtime_exec_failed(code, output):
+        raise _exec_refused(container, what, output.decode("utf-8", "replace").strip()[:200])
+
+
 def exec_timed(container: Container, command: list[str], *, what: str, timeout_s: float, workdir: str | None = None,
                environment: dict[str, str] | None = None) -> tuple[int, bytes, bool]:
     """`exec_run` under coreutils' timeout inside the container (docker's exec has no time
@@ -281,8 +286,7 @@ def exec_timed(container: Container, command: list[str], *, what: str, timeout_s
         raise _exec_refused(container, what, str(error.explanation or error)[:200]) from None
     except requests.exceptions.RequestException as error:
         raise InfraError(f"{what}: lost the connection to Docker ({error.__class__.__name__})") from None
-    if runtime_exec_failed(code, output):
-        raise _exec_refused(container, what, bytes(output).decode("utf-8", "replace").strip()[:200])
+    _raise_if_refused(container, what, code, bytes(output))
     # 124 and 137 are also what a command says when it exits 124 or is killed (the OOM killer,
     # `kill -9`) well before the limit: only the clock tells a time limit from those.
     timed_out = code in (124, 137) and time.monotonic() - started >= timeout_s
@@ -316,10 +320,10 @@ def exec_watched(container: Container, command: list[str], *, what: str, timeout
         raise _exec_refused(container, what, str(error.explanation or error)[:200]) from None
     except requests.exceptions.RequestException as error:
         raise InfraError(f"{what}: lost the connection to Docker ({error.__class__.__name__})") from None
-    if runtime_exec_failed(int(code if code is not None else 1), b"".join(chunks)):
-        raise _exec_refused(container, what, b"".join(chunks).decode("utf-8", "replace").strip()[:200])
-    timed_out = code in (124, 137) and time.monotonic() - started >= timeout_s
-    return int(code if code is not None else 1), b"".join(chunks), "stopped" if stopped else "timeout" if timed_out else ""
+    exit_code, output = int(code if code is not None else 1), b"".join(chunks)
+    _raise_if_refused(container, what, exit_code, output)
+    timed_out = exit_code in (124, 137) and time.monotonic() - started >= timeout_s
+    return exit_code, output, "stopped" if stopped else "timeout" if timed_out else ""
 
 
 def exec_with_limit(container: Container, command: list[str], *, what: str, timeout_s: float,

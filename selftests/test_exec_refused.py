@@ -1,6 +1,6 @@
 """The runtime's refusal of an exec is told from a command's own exit 126. The outputs are the
-three verdicts a stopped run left in the examples' check cache on 2026-12-03 (7.3-amd64 x
-deb:5.6-1: whythefail, sizeof_interactive), each {"code": 126, "output": ...}."""
+two distinct ones among the three verdicts a stopped run left in the examples' check cache on
+2026-12-03 (7.3-amd64 x deb:5.6-1: whythefail, sizeof_interactive), each {"code": 126, ...}."""
 
 from __future__ import annotations
 
