@@ -50,6 +50,7 @@ from harness.plan import make_cell
 from harness.scripts import load_script
 from harness.specs import parse_kernel_spec, parse_stap_spec
 from selftests.checkouts import failing_checkout, source_image_tag
+from selftests.children import interruptible_cli
 
 pytestmark = [pytest.mark.real]
 CELL = pytest.mark.xdist_group("real-cell")
@@ -583,7 +584,7 @@ def test_ctrl_c_during_check_does_not_wait_on_a_hung_docker(deb_kernel: str, tmp
     matrix.write_text(f"kernels: [{deb_kernel}]\nstap: ['git:http://127.0.0.1:{git_server.server_address[1]}/s.git@main']\n"
                       "tests: [t.stp]\n")
     env = dict(os.environ, STAPMATRIX_CACHE=str(own_cache), DOCKER_HOST=f"unix://{tmp_path}/hung-docker.sock")
-    process = subprocess.Popen([sys.executable, "-m", "harness.cli", "check", "--matrix", str(matrix)], cwd=ROOT,
+    process = subprocess.Popen(interruptible_cli("check", "--matrix", str(matrix)), cwd=ROOT,
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(4)  # planning reads the indexes, then git hangs on the server

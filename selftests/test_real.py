@@ -28,6 +28,7 @@ from harness.errors import DockerUnavailableError
 from harness.outcomes import Outcome, read_results
 from selftests.cells import CellRun
 from selftests.checkouts import failing_checkout, source_image_tag
+from selftests.children import interruptible_cli
 
 pytestmark = [pytest.mark.real, pytest.mark.xdist_group("real-cell")]
 
@@ -111,8 +112,8 @@ def _our_containers(pid: int | None = None) -> list[str]:
 
 def test_ctrl_c_during_a_boot_leaves_nothing(deb_kernel: str, deb_stap: str, tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", "--kernel", deb_kernel, "--stap", deb_stap,
-         "--json", str(tmp_path / "r.json"), str(STAP_DIR / "faults" / "hang.stp")],
+        interruptible_cli("run", "--kernel", deb_kernel, "--stap", deb_stap,
+                          "--json", str(tmp_path / "r.json"), str(STAP_DIR / "faults" / "hang.stp")),
         cwd=ROOT, env=dict(os.environ, STAPMATRIX_ARTIFACTS=str(tmp_path)),
     )
     deadline = time.monotonic() + 900
