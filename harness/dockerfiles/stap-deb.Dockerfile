@@ -5,7 +5,8 @@
 # the kernel store, and a cell needs no image of its own. `file` is for systemtap's examples
 # (process/syscalltimes checks its script with it), `perl` for its Perl scripts
 # (memory/kmalloc-top, network/socktop need Getopt::Std, which perl-base lacks; Debian
-# installs perl on every standard system).
+# installs perl on every standard system), `sudo` for process/auditbt (`stap -d /usr/bin/sudo
+# --ldd -c "sudo true"`: its symbols here, the program itself in the guest).
 ARG BASE
 FROM ${BASE}
 ARG PACKAGES
@@ -13,7 +14,7 @@ ARG COMPILERS
 COPY stapmatrix-target.c gcc-links.sh /usr/local/src/
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      $PACKAGES $COMPILERS gcc make libc6-dev binutils busybox-static cpio kmod file perl \
+      $PACKAGES $COMPILERS gcc make libc6-dev binutils busybox-static cpio kmod file perl sudo \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
  && sh /usr/local/src/gcc-links.sh \
  && gcc -g -O0 -static -o /usr/local/bin/stapmatrix-target /usr/local/src/stapmatrix-target.c \

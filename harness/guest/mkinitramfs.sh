@@ -56,6 +56,20 @@ copy_with_libraries() {
         fi
     done
 }
+# sudo as root (process/auditbt runs `stap -c "sudo true"`) still loads its sudoers plugin
+# and goes through PAM: without /etc/pam.d it stops with "unable to initialize PAM", without
+# pam_unix's helper unix_chkpwd (which reads /etc/shadow) with "account validation failure".
+# The image's own sudo and PAM configuration, its PAM modules, and root's shadow entry.
+add_sudo_config() {
+    for file in /usr/libexec/sudo/*.so /usr/lib/*/security/*.so /usr/sbin/unix_chkpwd; do
+        [ -f "$file" ] && copy_with_libraries "$file"
+    done
+    for config in /etc/sudoers /etc/sudoers.d /etc/sudo.conf /etc/pam.d /etc/security /etc/nsswitch.conf /etc/login.defs; do
+        [ -e "$config" ] && cp -a "$config" "$root/etc/"
+    done
+    printf '%s\n' "root:*:20000:0:99999:7:::" > "$root/etc/shadow"
+    chmod 640 "$root/etc/shadow"
+}
 for binary in "$staprun" "$stapio" /usr/local/bin/stapmatrix-target; do
     copy_with_libraries "$binary"
 done
@@ -76,6 +90,7 @@ if [ "$with_stapsh" = stapsh ]; then
             case "$found" in /*) copy_with_libraries "$(readlink -f "$found")"
                 [ "$found" = "$(readlink -f "$found")" ] || { mkdir -p "$root$(dirname "$found")"; ln -sf "$(readlink -f "$found")" "$root$found"; } ;;
             esac
+            if [ "$program" = sudo ] && [ -n "$found" ]; then add_sudo_config; fi
         done < "$out/guest-programs"
     fi
     mkdir -p "$root/modules"
