@@ -60,12 +60,14 @@ copy_with_libraries() {
 # and goes through PAM: without /etc/pam.d it stops with "unable to initialize PAM", without
 # pam_unix's helper unix_chkpwd (which reads /etc/shadow) with "account validation failure".
 # The image's own sudo and PAM configuration, its PAM modules, and root's shadow entry.
+# `if`, not `[ ] &&`: a missing last file would end the loop, the function and (set -e) this
+# script with status 1.
 add_sudo_config() {
     for file in /usr/libexec/sudo/*.so /usr/lib/*/security/*.so /usr/sbin/unix_chkpwd; do
-        [ -f "$file" ] && copy_with_libraries "$file"
+        if [ -f "$file" ]; then copy_with_libraries "$file"; fi
     done
     for config in /etc/sudoers /etc/sudoers.d /etc/sudo.conf /etc/pam.d /etc/security /etc/nsswitch.conf /etc/login.defs; do
-        [ -e "$config" ] && cp -a "$config" "$root/etc/"
+        if [ -e "$config" ]; then cp -a "$config" "$root/etc/"; fi
     done
     printf '%s\n' "root:*:20000:0:99999:7:::" > "$root/etc/shadow"
     chmod 640 "$root/etc/shadow"
