@@ -317,7 +317,8 @@ def compile_script(container: ContainerFactory, script: TestScript, kernel: Kern
 def _initramfs_key(stap_key: str, kernel: KernelTree, workdir: Path, list_text: str, extra: str) -> str:
     digest = hashlib.sha256()
     parts = [CACHE_VERSION, stap_key, kernel.key, list_text, extra,
-             (GUEST_DIR / "init").read_text(), (GUEST_DIR / "mkinitramfs.sh").read_text()]
+             (GUEST_DIR / "init").read_text(), (GUEST_DIR / "mkinitramfs.sh").read_text(),
+             (GUEST_DIR / "staprun-parts").read_text()]
     for module in sorted((workdir / "modules").glob("*.ko")):
         parts += [module.name, _file_digest(module)]
     for part in parts:

@@ -26,6 +26,7 @@ from docker.models.containers import Container
 from harness import docker_env
 from harness.errors import InfraError
 from harness.guest import BOOT_LIMIT_S, build_id_from_notes, guest_memory_mb, qemu_command, start_guest
+from harness.stapsh_relay import StapshRelay
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +39,15 @@ STAPSH_EXIT_RE = re.compile(r"stapmatrix: stapsh exited ([0-9]+), restarting")
 def qemu_stapsh_args(name: str) -> list[str]:
     return [
         "-device", "virtio-serial-pci",
-        "-chardev", f"socket,id=stapsh,path=/guest/{name}.sock,server=on,wait=off",
+        "-chardev", f"socket,id=stapsh,path=/guest/{name}-qemu.sock,server=on,wait=off",
         "-device", "virtserialport,chardev=stapsh,name=org.systemtap.stapsh.0",
     ]
 
 
 class StapshGuest:
-    """One guest serving stapsh, with its logs in `guest_dir`: `NAME.sock` (the host end of
-    the port; /work/NAME.sock in a cell container), `console-NAME-BOOT.log`,
+    """One guest serving stapsh, with its logs in `guest_dir`: `NAME.sock` (where stap
+    connects: /work/NAME.sock in a cell container; the relay of harness/stapsh_relay.py, in
+    front of QEMU's end of the port, `NAME-qemu.sock`), `console-NAME-BOOT.log`,
     `results-NAME-BOOT.log`. `boot()` starts it (again, after a crash or hang)."""
 
     def __init__(self, runner_image: str, guest_dir: Path, name: str, accel: str) -> None:
@@ -53,10 +55,15 @@ class StapshGuest:
         self.boots = 0
         self.container: Container | None = None
         self.build_id = ""  # the GNU build-id the booted kernel reported
+        self.relay: StapshRelay | None = None
 
     @property
     def socket(self) -> Path:
         return self.guest_dir / f"{self.name}.sock"
+
+    @property
+    def qemu_socket(self) -> Path:
+        return self.guest_dir / f"{self.name}-qemu.sock"
 
     @property
     def console_path(self) -> Path:
@@ -70,7 +77,9 @@ class StapshGuest:
         """Start the guest (stopping a previous one) and wait until stapsh listens; its port."""
         self.stop()
         self.boots += 1
-        self.socket.unlink(missing_ok=True)
+        self.qemu_socket.unlink(missing_ok=True)
+        self.relay = StapshRelay(self.socket, self.qemu_socket)
+        self.relay.start()
         command = qemu_command(self.accel, "", f"{self.name}-{self.boots}", initrd=INITRD, extra_append="sm.stapsh=1",
                                extra_args=tuple(qemu_stapsh_args(self.name)),
                                memory_mb=guest_memory_mb(self.guest_dir, INITRD))
@@ -141,6 +150,9 @@ class StapshGuest:
             time.sleep(0.2)
 
     def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+            self.relay = None
         if self.container is not None:
             docker_env.remove_quietly(self.container)
             self.container = None

@@ -81,6 +81,12 @@ if [ "$with_stapsh" = stapsh ]; then
     [ -n "$stapsh" ] || stapsh=$(find /opt /usr/lib /usr/libexec -name stapsh -type f | head -1)
     copy_with_libraries "$stapsh"
     ln -s "$stapsh" "$root/bin/stapsh"
+    # stapsh runs the staprun it was built with; in this guest that is staprun-parts, which
+    # joins a module the host's relay sent in parts, then runs systemtap's staprun.
+    staprun_in_guest="$root$(readlink -f "$staprun")"
+    mv "$staprun_in_guest" "$staprun_in_guest.real"
+    cp /guest/staprun-parts "$staprun_in_guest"
+    chmod 755 "$staprun_in_guest"
     # Programs the tests start in the guest (`stap -c CMD`: sleep, cat, stap itself, strace...)
     # and stapbpf for the bpf runtime, one name a line in OUTDIR/guest-programs: this image's,
     # at the same path, with their libraries, even where busybox has an applet of that name:

@@ -1,0 +1,147 @@
+"""The relay in front of a guest's stapsh (harness/stapsh_relay.py) and the guest's staprun
+that joins what it split (harness/guest/staprun-parts), against a stapsh stand-in that keeps
+stapsh's rules (staprun/stapsh.c: one reply line a command, no file over the limit, file
+names "[a-z0-9][a-z0-9._]*"). The real path, a module over 32 MB loaded in a guest through
+stap --remote, is exercised by the examples that build one (profiling/periodic,
+--all-modules) in the closing note's full runs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from harness import stapsh_relay
+from harness.stapsh_relay import StapshRelay
+
+LIMIT = 1000  # the stand-in's limit, and the relay's for these tests
+PARTS_SCRIPT = Path(__file__).parent.parent / "harness" / "guest" / "staprun-parts"
+
+
+class StandInStapsh:
+    """Serves one connection the way stapsh does, keeping the files it was sent."""
+
+    def __init__(self, path: Path) -> None:
+        self.files: dict[str, bytes] = {}
+        self.refuse = b""  # a file name ending it is refused, as stapsh does when its disk is full
+        self.commands: list[bytes] = []
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(1)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        connection, _ = self.server.accept()
+        with connection, connection.makefile("rb") as commands:
+            while line := commands.readline():
+                self.commands.append(line)
+                words = line.split()
+                if words[0] == b"stap":
+                    connection.sendall(b"stapsh 5.6 x86_64 6.12.118+deb13-amd64\n")
+                elif words[0] == b"option":
+                    connection.sendall(b"OK\n")
+                elif words[0] == b"file":
+                    size = int(words[1])
+                    if not 0 < size <= LIMIT:
+                        connection.sendall(b"ERROR: Bad file size %d\n" % size)
+                        continue
+                    if not re.fullmatch(rb"[A-Za-z0-9][A-Za-z0-9._]*", words[2]):
+                        connection.sendall(b"ERROR: Bad character in file name\n")
+                        continue
+                    data = commands.read(size)
+                    if self.refuse and words[2].endswith(self.refuse):
+                        connection.sendall(b"ERROR: Unable to write file data\n")
+                        continue
+                    self.files[words[2].decode()] = data
+                    connection.sendall(b"OK\n")
+                elif words[0] == b"run":
+                    connection.sendall(b"OK\ndata stdout 6\nhello\nquit\n")
+                    self.commands.append(commands.readline())  # stap's `quit`, or its leaving
+                    return
+
+
+@pytest.fixture
+def relayed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(stapsh_relay, "STAPSH_MAX_FILE_SIZE", LIMIT)
+    stapsh = StandInStapsh(tmp_path / "qemu.sock")
+    relay = StapshRelay(tmp_path / "stap.sock", tmp_path / "qemu.sock")
+    relay.start()
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.settimeout(10)
+    client.connect(str(tmp_path / "stap.sock"))
+    yield stapsh, relay, client, client.makefile("rb")
+    client.close()
+    relay.stop()
+
+
+def test_a_file_over_the_limit_goes_in_parts_and_the_rest_unchanged(relayed) -> None:  # type: ignore[no-untyped-def]
+    stapsh, relay, client, replies = relayed
+    module = os.urandom(2 * LIMIT + 500)
+    signature = b"s" * 10
+    client.sendall(b"stap 5.6\n")
+    assert replies.readline() == b"stapsh 5.6 x86_64 6.12.118+deb13-amd64\n"
+    client.sendall(b"option data\n")
+    assert replies.readline() == b"OK\n"
+    client.sendall(b"file %d stap_abc.ko\n" % len(module) + module)
+    assert replies.readline() == b"OK\n"  # one reply for the three parts
+    client.sendall(b"file 10 stap_abc.ko.sgn\n" + signature)
+    assert replies.readline() == b"OK\n"
+    client.sendall(b"run -R ./stap_abc.ko\n")
+    assert replies.readline() == b"OK\n"
+    assert replies.read(len(b"data stdout 6\nhello\nquit\n")) == b"data stdout 6\nhello\nquit\n"
+    client.sendall(b"quit\n")
+    stapsh.thread.join(10)
+    assert sorted(stapsh.files) == ["stap_abc.ko.part00", "stap_abc.ko.part01", "stap_abc.ko.part02",
+                                    "stap_abc.ko.sgn"]
+    assert [len(stapsh.files[f"stap_abc.ko.part0{i}"]) for i in range(3)] == [LIMIT, LIMIT, 500]
+    assert b"".join(stapsh.files[f"stap_abc.ko.part0{i}"] for i in range(3)) == module
+    assert stapsh.files["stap_abc.ko.sgn"] == signature  # within the limit: passed through as it was
+    assert stapsh.commands[-2:] == [b"run -R ./stap_abc.ko\n", b"quit\n"]
+    assert relay.split == [("stap_abc.ko", len(module), 3)]
+
+
+def test_stapshs_refusal_of_a_part_reaches_stap_and_the_stream_stays_in_step(relayed) -> None:  # type: ignore[no-untyped-def]
+    stapsh, _, client, replies = relayed
+    stapsh.refuse = b".part01"
+    client.sendall(b"file %d stap_abc.ko\n" % (3 * LIMIT) + b"x" * (3 * LIMIT))  # part01 is refused
+    assert replies.readline() == b"ERROR: Unable to write file data\n"
+    client.sendall(b"option data\n")  # the next command is read as a command, not as file data
+    assert replies.readline() == b"OK\n"
+    assert sorted(stapsh.files) == ["stap_abc.ko.part00"]  # part02 was not sent
+
+
+def test_the_guests_staprun_joins_the_parts_in_order_then_runs_systemtaps(tmp_path: Path) -> None:
+    """staprun-parts as the guest runs it: in stapsh's directory, with systemtap's staprun
+    beside it as staprun.real (here a stand-in that reports its arguments and the module)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "staprun").write_bytes(PARTS_SCRIPT.read_bytes())
+    (bindir / "staprun.real").write_text('#!/bin/sh\necho "args: $*"\nsha256sum stap_abc.ko\nls\n')
+    for program in ("staprun", "staprun.real"):
+        (bindir / program).chmod(0o755)
+    work = tmp_path / "stapsh.X"
+    work.mkdir()
+    parts = [os.urandom(1000) for _ in range(11)]  # part10 sorts after part09, not after part01
+    for index, part in enumerate(parts):
+        (work / f"stap_abc.ko.part{index:02d}").write_bytes(part)
+    output = subprocess.run([str(bindir / "staprun"), "-R", "./stap_abc.ko"], cwd=work, capture_output=True,
+                            text=True, check=True, timeout=30).stdout
+    digest = hashlib.sha256(b"".join(parts)).hexdigest()
+    assert output.splitlines() == ["args: -R ./stap_abc.ko", f"{digest}  stap_abc.ko", "stap_abc.ko"]
+
+
+def test_the_guests_staprun_without_parts_only_runs_systemtaps(tmp_path: Path) -> None:
+    (tmp_path / "staprun").write_bytes(PARTS_SCRIPT.read_bytes())
+    (tmp_path / "staprun.real").write_text('#!/bin/sh\necho "real $*"; exit 3\n')
+    for program in ("staprun", "staprun.real"):
+        (tmp_path / program).chmod(0o755)
+    done = subprocess.run([str(tmp_path / "staprun"), "-x", "1"], cwd=tmp_path, capture_output=True, text=True, check=False,
+                          timeout=30)
+    assert (done.stdout, done.returncode) == ("real -x 1\n", 3)
