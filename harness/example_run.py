@@ -241,8 +241,10 @@ def _check(cell: ExampleCell, container: Container, test: ExampleTest) -> Exampl
 # --- test_installcheck, in the guests -----------------------------------------------------------
 
 # What stap --remote prints when its own machinery fails, not the example (systemtap remote.cxx;
-# "Failed reading staprun_args_stapsh": the pass-5 split of PR30321 lost the staprun command
-# line it had just written, seen about 1 in 60 runs here, and stap then waits for ever).
+# "Failed reading staprun_args_stapsh": sending the module or its command line to stapsh
+# failed, and pass 5 went on without them, since main.cxx drops pass_5_1's status (PR30321,
+# commit be7e131bd); seen about 1 in 60 runs here, and always for a module over stapsh's
+# 32 MB limit before harness/stapsh_relay.py sent such modules in parts).
 REMOTE_FAILURE_MARKS = ("error connecting to socket", "error sending hello to stapsh",
                         "error receiving hello from stapsh", "stapsh file ERROR: no reply",
                         "stapsh run ERROR: no reply", "invalid data command from stapsh",

@@ -32,7 +32,8 @@ printf '%s\n' "proc /proc proc defaults 0 0" "sysfs /sys sysfs defaults 0 0" \
 # "an error occured while retrieving username" without /etc/passwd.
 printf '%s\n' "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
 printf '%s\n' "root:x:0:" > "$root/etc/group"
-printf '%s\n' "127.0.0.1 localhost" "::1 localhost ip6-localhost ip6-loopback" > "$root/etc/hosts"
+printf '%s\n' "127.0.0.1 localhost" "127.0.1.1 stapmatrix-guest" "::1 localhost ip6-localhost ip6-loopback" \
+    > "$root/etc/hosts"
 chmod 755 "$root/init"
 
 staprun=$(command -v staprun)
