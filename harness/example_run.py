@@ -293,14 +293,26 @@ def _words(command: str) -> list[str]:
         return []
 
 
+# `$$` as a word of its own (`-x $$`, `plimit.stp $$`): the PID of the shell check.exp starts
+# for the command on the machine under test, a process alive while the example runs.
+SHELL_PID_RE = re.compile(r"(?<![\w$\\])\$\$(?![\w$])")
+GUEST_SHELL_PID = "1"  # the guest's init: a busybox sh that lives as long as the guest
+
+
+def guest_command(test: ExampleTest) -> str:
+    """The installcheck command as it runs under stap --remote. Its shell is the container's,
+    so a `$$` it passes as an argument would name a process of the container, which the guest's
+    kernel does not have; it names the guest's shell instead, PID 1 (process/pfiles, plimit,
+    psig: `-x $$`). The record's command file shows the command as run."""
+    if "$$" not in _words(test.command):
+        return test.command
+    return SHELL_PID_RE.sub(GUEST_SHELL_PID, test.command)
+
+
 def host_bound(test: ExampleTest) -> str:
     """Why an installcheck command cannot mean the guest, or "": under stap --remote the shell
-    that runs it is the container's, so a `$$` it passes as an argument (a PID: `-x $$`), or
-    what it reads from /proc in a command substitution, is the host's (check.exp runs the
-    command on the machine under test)."""
-    if "$$" in _words(test.command):
-        return ("passes $$ (the PID of the shell that runs it) as an argument, which under stap --remote is a "
-                "process of the container, not of the guest")
+    that runs it is the container's, so what it reads from /proc in a command substitution is
+    the host's (check.exp runs the command on the machine under test)."""
     if SUBSTITUTED_PROC_RE.search(test.command):
         return "reads /proc in a command substitution, which under stap --remote is the host's, not the guest's"
     return ""
@@ -315,14 +327,15 @@ def _install_try(cell: ExampleCell, guest: StapshGuest, container: Container, te
     stap_dir = stap_options_dir(cell, guest.name, ["-r", cell.kernel.release,
                                                    f"--remote=unix:/work/{guest.socket.name}"])
     started = time.monotonic()
+    command = guest_command(test)
     code, raw, ended = docker_env.exec_watched(
-        container, ["sh", "-c", test.command], what=test.name, timeout_s=INSTALLCHECK_LIMIT_S,
+        container, ["sh", "-c", command], what=test.name, timeout_s=INSTALLCHECK_LIMIT_S,
         stop_when=lambda text: bool(remote_failure(text)),
         workdir=f"{EXAMPLES_IN_CONTAINER}/{test.directory}", environment={"SYSTEMTAP_DIR": stap_dir})
     seconds, output = time.monotonic() - started, raw.decode("utf-8", "replace")
     died = not guest.alive()
     console = guest.console_since(mark)
-    files = _record(cell, test, test.command, output, try_number, console)
+    files = _record(cell, test, command, output, try_number, console)
     lost = remote_failure(output) if not died else ""
     if lost:
         guest.boot()  # stapsh may be stuck in the session stap left
