@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import socket
 import threading
@@ -99,19 +100,31 @@ def _pump(source: BufferedReader, target: socket.socket) -> None:
 
 class StapshRelay:
     """Listens on `listen` (where stap --remote=unix: connects) and serves each connection
-    through a connection of its own to `upstream` (QEMU's end of the guest's stapsh port)."""
+    through a connection of its own to `upstream` (QEMU's end of the guest's stapsh port), both
+    in one directory.
+
+    A socket's path must fit in 108 bytes (sockaddr_un), and a cell's guest directory below
+    the artifacts can be longer: both sockets are reached through /proc/self/fd/N/NAME, N an
+    open descriptor of their directory."""
 
     def __init__(self, listen: Path, upstream: Path) -> None:
+        if listen.parent != upstream.parent:
+            raise ValueError(f"the relay's sockets must share a directory: {listen}, {upstream}")
         self.listen, self.upstream = listen, upstream
         self.split: list[tuple[str, int, int]] = []  # (name, bytes, parts) of each file sent in parts
         self._server: socket.socket | None = None
+        self._directory: int | None = None
         self._sessions: set[socket.socket] = set()
         self._lock = threading.Lock()
 
+    def _short(self, path: Path) -> str:
+        return f"/proc/self/fd/{self._directory}/{path.name}"
+
     def start(self) -> None:
         self.listen.unlink(missing_ok=True)
+        self._directory = os.open(self.listen.parent, os.O_RDONLY | os.O_DIRECTORY)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        server.bind(str(self.listen))
+        server.bind(self._short(self.listen))
         server.listen(4)
         self._server = server
         threading.Thread(target=self._accept, args=(server,), name=f"stapsh-relay-{self.listen.name}",
@@ -129,6 +142,9 @@ class StapshRelay:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
         self.listen.unlink(missing_ok=True)
+        directory, self._directory = self._directory, None
+        if directory is not None:
+            os.close(directory)
 
     def _accept(self, server: socket.socket) -> None:
         while True:
@@ -143,7 +159,7 @@ class StapshRelay:
         guest = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with client, guest:
             try:
-                guest.connect(str(self.upstream))
+                guest.connect(self._short(self.upstream))
             except OSError as error:
                 # stap then reads no hello: "error receiving hello from stapsh", which the
                 # examples' runner counts as the remote machinery failing, not the test.

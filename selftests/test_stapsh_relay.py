@@ -69,13 +69,21 @@ class StandInStapsh:
 
 @pytest.fixture
 def relayed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A relay in a directory whose path is longer than a socket address holds (108 bytes), as
+    a cell's guest directory below the artifacts can be (seen: a DejaGnu cell's
+    artifacts/run-DATE/6.12.118+deb13-amd64-stap-release-5.5/guest/stapsh-dejagnu-0-qemu.sock)."""
     monkeypatch.setattr(stapsh_relay, "STAPSH_MAX_FILE_SIZE", LIMIT)
-    stapsh = StandInStapsh(tmp_path / "qemu.sock")
-    relay = StapshRelay(tmp_path / "stap.sock", tmp_path / "qemu.sock")
+    guest_dir = tmp_path / ("long-directory-name-" * 6) / "guest"
+    guest_dir.mkdir(parents=True)
+    assert len(str(guest_dir / "stapsh-dejagnu-0-qemu.sock")) > 108
+    fd = os.open(guest_dir, os.O_RDONLY | os.O_DIRECTORY)  # the stand-in (QEMU's part) binds its own way
+    stapsh = StandInStapsh(Path(f"/proc/self/fd/{fd}/stapsh-dejagnu-0-qemu.sock"))
+    relay = StapshRelay(guest_dir / "stapsh-dejagnu-0.sock", guest_dir / "stapsh-dejagnu-0-qemu.sock")
     relay.start()
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.settimeout(10)
-    client.connect(str(tmp_path / "stap.sock"))
+    client.connect(f"/proc/self/fd/{fd}/stapsh-dejagnu-0.sock")
+    os.close(fd)
     yield stapsh, relay, client, client.makefile("rb")
     client.close()
     relay.stop()
