@@ -89,13 +89,20 @@ def send_in_parts(name: bytes, size: int, client: BufferedReader, guest: socket.
     return b"OK\n"
 
 
-def _pump(source: BufferedReader, target: socket.socket) -> None:
-    """Bytes from `source` to `target` until `source` ends; then `target` is told so."""
+def _pump(source: BufferedReader, target: socket.socket, ends: tuple[socket.socket, ...]) -> None:
+    """Bytes from `source` to `target` until `source` ends; then the session ends, both ways.
+
+    Not a half-close: stap never half-closes (when it leaves, it is gone), and QEMU reads its
+    socket only while the guest has the port open, so it would not see an end-of-file while
+    stapsh restarts, would keep the connection, and would leave the next one in its backlog,
+    unserved (seen: DejaGnu's next `stap -l` waited 8 minutes for stapsh's hello). Closing
+    both directions is what stap's own exit did before the relay: a hang-up QEMU notices."""
     with contextlib.suppress(OSError):
         while data := source.read1(CHUNK):
             target.sendall(data)
-    with contextlib.suppress(OSError):
-        target.shutdown(socket.SHUT_WR)
+    for end in ends:
+        with contextlib.suppress(OSError):
+            end.shutdown(socket.SHUT_RDWR)
 
 
 class StapshRelay:
@@ -179,10 +186,11 @@ class StapshRelay:
         client_in, guest_in = client.makefile("rb"), guest.makefile("rb")
         self._commands(client, client_in, guest, guest_in)
         # staprun runs: its output one way, `quit` the other, through whatever is buffered.
-        towards_client = threading.Thread(target=_pump, args=(guest_in, client), daemon=True,
+        ends = (client, guest)
+        towards_client = threading.Thread(target=_pump, args=(guest_in, client, ends), daemon=True,
                                           name=f"stapsh-relay-{self.listen.name}-output")
         towards_client.start()
-        _pump(client_in, guest)
+        _pump(client_in, guest, ends)
         towards_client.join()
 
     def _commands(self, client: socket.socket, client_in: BufferedReader, guest: socket.socket,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import select
 import socket
 import subprocess
 import threading
@@ -30,6 +31,7 @@ class StandInStapsh:
     def __init__(self, path: Path) -> None:
         self.files: dict[str, bytes] = {}
         self.refuse = b""  # a file name ending it is refused, as stapsh does when its disk is full
+        self.hung_up = threading.Event()  # the relay closed its connection both ways
         self.commands: list[bytes] = []
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(str(path))
@@ -64,6 +66,12 @@ class StandInStapsh:
                 elif words[0] == b"run":
                     connection.sendall(b"OK\ndata stdout 6\nhello\nquit\n")
                     self.commands.append(commands.readline())  # stap's `quit`, or its leaving
+                    # Like QEMU while the guest's port is closed: no more reading, only a
+                    # hang-up (both directions shut) would be noticed.
+                    poller = select.poll()
+                    poller.register(connection, select.POLLHUP)
+                    if poller.poll(5000):
+                        self.hung_up.set()
                     return
 
 
@@ -84,7 +92,9 @@ def relayed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no
     client.settimeout(10)
     client.connect(f"/proc/self/fd/{fd}/stapsh-dejagnu-0.sock")
     os.close(fd)
-    yield stapsh, relay, client, client.makefile("rb")
+    replies = client.makefile("rb")
+    yield stapsh, relay, client, replies
+    replies.close()
     client.close()
     relay.stop()
 
@@ -105,7 +115,10 @@ def test_a_file_over_the_limit_goes_in_parts_and_the_rest_unchanged(relayed) -> 
     assert replies.readline() == b"OK\n"
     assert replies.read(len(b"data stdout 6\nhello\nquit\n")) == b"data stdout 6\nhello\nquit\n"
     client.sendall(b"quit\n")
+    replies.close()
+    client.close()
     stapsh.thread.join(10)
+    assert stapsh.hung_up.is_set()
     assert sorted(stapsh.files) == ["stap_abc.ko.part00", "stap_abc.ko.part01", "stap_abc.ko.part02",
                                     "stap_abc.ko.sgn"]
     assert [len(stapsh.files[f"stap_abc.ko.part0{i}"]) for i in range(3)] == [LIMIT, LIMIT, 500]
@@ -153,3 +166,16 @@ def test_the_guests_staprun_without_parts_only_runs_systemtaps(tmp_path: Path) -
     done = subprocess.run([str(tmp_path / "staprun"), "-x", "1"], cwd=tmp_path, capture_output=True, text=True, check=False,
                           timeout=30)
     assert (done.stdout, done.returncode) == ("real -x 1\n", 3)
+
+
+def test_when_stap_leaves_the_guests_end_sees_a_hang_up(relayed) -> None:  # type: ignore[no-untyped-def]
+    """Not a half-close: QEMU, not reading while stapsh restarts, would keep the connection
+    and leave the next stap's in its backlog, unserved."""
+    stapsh, _, client, replies = relayed
+    client.sendall(b"stap 5.6\n")
+    replies.readline()
+    client.sendall(b"run -R ./stap_abc.ko\n")
+    assert replies.readline() == b"OK\n"
+    replies.close()  # the socket's descriptor closes with its last file object
+    client.close()
+    assert stapsh.hung_up.wait(10)
