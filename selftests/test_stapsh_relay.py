@@ -179,3 +179,12 @@ def test_when_stap_leaves_the_guests_end_sees_a_hang_up(relayed) -> None:  # typ
     replies.close()  # the socket's descriptor closes with its last file object
     client.close()
     assert stapsh.hung_up.wait(10)
+
+
+def test_a_stopped_relay_leaves_no_thread_behind(tmp_path: Path) -> None:
+    relay = StapshRelay(tmp_path / "stap.sock", tmp_path / "qemu.sock")
+    relay.start()
+    assert relay.accepting is not None and relay.accepting.is_alive()
+    relay.stop()
+    relay.accepting.join(5)
+    assert not relay.accepting.is_alive() and not (tmp_path / "stap.sock").exists()
