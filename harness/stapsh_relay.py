@@ -53,40 +53,33 @@ def _read_line(stream: BufferedReader) -> bytes:
     return line
 
 
-def _copy(source: BufferedReader, target: socket.socket, size: int) -> None:
-    """Exactly `size` bytes from `source` to `target`."""
+def _copy(source: BufferedReader, size: int, target: socket.socket | None) -> None:
+    """Exactly `size` bytes from `source` to `target` (None: read and dropped)."""
     while size > 0:
         data = source.read(min(CHUNK, size))
         if not data:
             raise Closed
-        target.sendall(data)
-        size -= len(data)
-
-
-def _skip(source: BufferedReader, size: int) -> None:
-    while size > 0:
-        data = source.read(min(CHUNK, size))
-        if not data:
-            raise Closed
+        if target is not None:
+            target.sendall(data)
         size -= len(data)
 
 
 def send_in_parts(name: bytes, size: int, client: BufferedReader, guest: socket.socket,
-                  guest_in: BufferedReader) -> bytes:
+                  guest_in: BufferedReader) -> tuple[bytes, int]:
     """Send a `size`-byte file from `client` to stapsh as NAME.partNN pieces within its
-    limit; the reply stap gets: OK, or stapsh's first error (the rest of the file is read
-    and dropped, so the command stream stays in step)."""
+    limit; the reply stap gets (OK, or stapsh's first error: the rest of the file is read
+    and dropped, so the command stream stays in step) and the number of parts sent."""
     sent, index = 0, 0
     while sent < size:
         part = min(STAPSH_MAX_FILE_SIZE, size - sent)
         guest.sendall(b"file %d %s.part%02d\n" % (part, name, index))
-        _copy(client, guest, part)
+        _copy(client, part, guest)
         reply = _read_line(guest_in)
         sent, index = sent + part, index + 1
         if reply != b"OK\n":
-            _skip(client, size - sent)
-            return reply
-    return b"OK\n"
+            _copy(client, size - sent, None)
+            return reply, index
+    return b"OK\n", index
 
 
 def _pump(source: BufferedReader, target: socket.socket, ends: tuple[socket.socket, ...]) -> None:
@@ -135,8 +128,8 @@ class StapshRelay:
         server.bind(self._short(self.listen))
         server.listen(4)
         self._server = server
-        self.accepting = threading.Thread(target=self._accept, args=(server,), name=f"stapsh-relay-{self.listen.name}",
-                                          daemon=True)
+        self.accepting = threading.Thread(target=self._accept, args=(server,),
+                                          name=f"stapsh-relay-{self.listen.name}", daemon=True)
         self.accepting.start()
 
     def stop(self) -> None:
@@ -207,14 +200,15 @@ class StapshRelay:
             file = FILE_RE.fullmatch(line)
             size = int(file[1]) if file else 0
             if file and STAPSH_MAX_FILE_SIZE < size <= STAPSH_MAX_FILE_SIZE * MAX_PARTS:
-                client.sendall(send_in_parts(file[2], size, client_in, guest, guest_in))
-                parts = -(-size // STAPSH_MAX_FILE_SIZE)
-                self.split.append((file[2].decode(), size, parts))
-                logger.info("stapsh relay: sent %s (%d bytes) in %d parts", file[2].decode(), size, parts)
+                reply, parts = send_in_parts(file[2], size, client_in, guest, guest_in)
+                client.sendall(reply)
+                name = file[2].decode()
+                self.split.append((name, size, parts))
+                logger.info("stapsh relay: sent %s (%d bytes) in %d parts", name, size, parts)
                 continue
             guest.sendall(line)
             if file:
-                _copy(client_in, guest, size)
+                _copy(client_in, size, guest)
             elif not line.startswith(ONE_REPLY):
                 return
             client.sendall(_read_line(guest_in))

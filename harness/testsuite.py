@@ -12,8 +12,8 @@ guest are not run (harness/dejagnu_sets.py says which and why).
 The files are shared out among as many guests as the cell may run at once, each guest with
 a container of its own (DejaGnu writes its .sum into the source tree). Each file runs on its
 own (`make installcheck RUNTESTFLAGS=FILE`) in a freshly booted guest, so a file that panics
-or hangs the guest is named, its lines kept, and the next file starts on a clean kernel. Each DejaGnu result line
-(`PASS: name`) becomes one outcome; a splat or new taint while a file ran is one more,
+or hangs the guest is named, its lines kept, and the next file starts on a clean kernel. Each
+DejaGnu result line (`PASS: name`) becomes one outcome; a splat or new taint while a file ran is one more,
 `testsuite:FILE: kernel`. The `.sum` and `.log` files are kept with the cell's artifacts.
 """
 
