@@ -436,7 +436,8 @@ def _testsuite_results(cell: Cell, context: CellContext, cell_images: CellImages
                           f"not run: this test {f.host_bound}, which under stap --remote is not the kernel under test",
                           stage) for f in cell.dejagnu if f.host_bound]
     try:
-        _pack_stapsh(cell_images, guest_dir)
+        _pack_stapsh(cell_images, guest_dir, tuple(sorted({p for f in cell.dejagnu if not f.host_bound
+                                                           for p in f.programs})))
         runs = run_testsuite(cell_images.cell, cell_images.runner, cell_images.kernel, cell.dejagnu, guest_dir,
                              run.accel, cell_images.stap_key, cell.stap.stap_path, test_jobs(), progress)
     except InfraError as error:

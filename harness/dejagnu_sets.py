@@ -17,11 +17,13 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from harness import gitrepo
 from harness.errors import MatrixError
+from harness.examples import target_programs
 from harness.stap_build import StapBuild
 from harness.testsets import TestSet
 
@@ -62,6 +64,7 @@ HOST_BOUND = (
 class DejaGnuFile:
     path: str  # below testsuite/: systemtap.base/kprobes.exp
     host_bound: str = ""  # why it is not run (empty: it runs)
+    programs: tuple[str, ...] = ()  # what its `stap -c CMD` starts in the guest (target_programs_of)
 
 
 def _listing(build: StapBuild) -> dict[str, str]:
@@ -103,6 +106,19 @@ def host_bound(text: str) -> str:
     return next((why for pattern, why in HOST_BOUND if pattern.search(code)), "")
 
 
+def target_programs_of(text: str) -> tuple[str, ...]:
+    """The programs a test's `stap -c CMD` commands start, where CMD is written out (`-c "cat
+    /dev/null"` -> cat). The guest gets the cell image's, not busybox's applets: the test was
+    written for that program (kretprobe-vars.exp waits for `cat`'s vfs_read, and busybox's cat
+    copies with sendfile(2), so its probe never fired)."""
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    programs: set[str] = set()
+    for match in TARGET_COMMAND_RE.finditer(code):
+        command = match[1][1:-1] if match[1][0] in "{\"" else match[1]
+        programs |= {p for p in target_programs("stap -c " + shlex.quote(command)) if not p.startswith(".")}
+    return tuple(sorted(programs))
+
+
 def _tests(listing: dict[str, str]) -> list[str]:
     """The test files: those of the systemtap.* directories (lib/ and config/ hold helpers)."""
     return sorted(p for p in listing if p.startswith("systemtap.") and "/" in p)
@@ -137,5 +153,5 @@ def expand(build: StapBuild, test_sets: tuple[TestSet, ...], where: str) -> tupl
                               f"({len(tests)} .exp files below {TESTSUITE}/)")
         for path in found:
             if path not in chosen and test_set.selects(f"testsuite:{path}"):
-                chosen[path] = DejaGnuFile(path, host_bound(listing[path]))
+                chosen[path] = DejaGnuFile(path, host_bound(listing[path]), target_programs_of(listing[path]))
     return tuple(chosen.values())

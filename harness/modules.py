@@ -318,7 +318,7 @@ def _initramfs_key(stap_key: str, kernel: KernelTree, workdir: Path, list_text: 
     digest = hashlib.sha256()
     parts = [CACHE_VERSION, stap_key, kernel.key, list_text, extra,
              (GUEST_DIR / "init").read_text(), (GUEST_DIR / "mkinitramfs.sh").read_text(),
-             (GUEST_DIR / "staprun-parts").read_text()]
+             (GUEST_DIR / "staprun-parts").read_text(), (GUEST_DIR / "background.c").read_text()]
     for module in sorted((workdir / "modules").glob("*.ko")):
         parts += [module.name, _file_digest(module)]
     for part in parts:

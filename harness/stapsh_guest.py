@@ -37,17 +37,22 @@ STAPSH_EXIT_RE = re.compile(r"stapmatrix: stapsh exited ([0-9]+), restarting")
 
 
 def qemu_stapsh_args(name: str) -> list[str]:
+    """stapsh's port, and the control port between the host's relay and the guest's init
+    (harness/stapsh_relay.py, GuestControl)."""
     return [
         "-device", "virtio-serial-pci",
         "-chardev", f"socket,id=stapsh,path=/guest/{name}-qemu.sock,server=on,wait=off",
         "-device", "virtserialport,chardev=stapsh,name=org.systemtap.stapsh.0",
+        "-chardev", f"socket,id=control,path=/guest/{name}-control.sock,server=on,wait=off",
+        "-device", "virtserialport,chardev=control,name=org.stapmatrix.control.0",
     ]
 
 
 class StapshGuest:
     """One guest serving stapsh, with its logs in `guest_dir`: `NAME.sock` (where stap
     connects: /work/NAME.sock in a cell container; the relay of harness/stapsh_relay.py, in
-    front of QEMU's end of the port, `NAME-qemu.sock`), `console-NAME-BOOT.log`,
+    front of QEMU's end of the port, `NAME-qemu.sock`, and of the guest init's control port,
+    `NAME-control.sock`), `console-NAME-BOOT.log`,
     `results-NAME-BOOT.log`. `boot()` starts it (again, after a crash or hang)."""
 
     def __init__(self, runner_image: str, guest_dir: Path, name: str, accel: str) -> None:
@@ -66,6 +71,10 @@ class StapshGuest:
         return self.guest_dir / f"{self.name}-qemu.sock"
 
     @property
+    def control_socket(self) -> Path:
+        return self.guest_dir / f"{self.name}-control.sock"
+
+    @property
     def console_path(self) -> Path:
         return self.guest_dir / f"console-{self.name}-{self.boots}.log"
 
@@ -78,7 +87,8 @@ class StapshGuest:
         self.stop()
         self.boots += 1
         self.qemu_socket.unlink(missing_ok=True)
-        self.relay = StapshRelay(self.socket, self.qemu_socket)
+        self.control_socket.unlink(missing_ok=True)
+        self.relay = StapshRelay(self.socket, self.qemu_socket, self.control_socket)
         self.relay.start()
         command = qemu_command(self.accel, "", f"{self.name}-{self.boots}", initrd=INITRD, extra_append="sm.stapsh=1",
                                extra_args=tuple(qemu_stapsh_args(self.name)),

@@ -18,6 +18,25 @@ The protocol (staprun/stapsh.c): stap sends `stap VERSION`, `option NAME` and `f
 NAME` (then SIZE bytes) and reads one reply line after each; then `run ARGS`, after which
 staprun's framed output flows one way and `quit` the other. The relay follows the lines up to
 `run` (or any line it does not know), then pumps bytes both ways until either side leaves.
+
+Two more things stapsh gets wrong for a test that is not on its own machine, and the relay
+mends through a control port of the guest's init (org.stapmatrix.control.0, GuestControl):
+
+- Interrupts. stap sends `quit` when it is interrupted (remote.cxx: pending_interrupts), and
+  stapsh's `quit` sends staprun SIGHUP and exits without reading staprun's pipes again
+  (stapsh.c: do_quit -> cleanup), so the end probes' output is lost. On its own machine the
+  same SIGINT reaches staprun (DejaGnu's `kill -INT -PID` signals stap's process group) and
+  the end probes' output is printed: systemtap's tests expect it (lib/stap_run.exp: "systemtap
+  ending probe"). So the relay turns a `quit` after `run` into a SIGINT for the guest's
+  staprun; stapsh forwards what the end probes print and says `quit` when staprun is done.
+- One stapsh after another. stapsh serves one connection and exits; init starts the next. A
+  connection made before the next stapsh has its port open with O_ASYNC is one stapsh may
+  never learn of (it learns that a host connected only from SIGIO: stapsh.c
+  sigio_port_status), and bytes a departing stapsh had not read are dropped when it closes the
+  port (the kernel's drivers/char/virtio_console.c: port_fops_release discards the port's
+  data), so the next stap's `stap VERSION` was lost and it waited for a hello that never came.
+  So each connection to stapsh waits until init reports a new stapsh `ready`, and one stapsh
+  serves one connection.
 """
 
 from __future__ import annotations
@@ -26,6 +45,7 @@ import contextlib
 import logging
 import os
 import re
+import select
 import socket
 import threading
 from io import BufferedReader
@@ -36,10 +56,19 @@ logger = logging.getLogger(__name__)
 STAPSH_MAX_FILE_SIZE = 32_000_000  # staprun/stapsh.c
 MAX_PARTS = 99  # NAME.part00 .. NAME.part99 (staprun-parts joins two-digit parts in order)
 MAX_LINE = 64 * 1024  # a command line; stapsh's own buffer is smaller
+MAX_DEBUG_LINES = 1000  # stapsh's debug lines before one reply (a few, at -vvvv)
 CHUNK = 1024 * 1024
 # stapsh's own rule for a file name ("[a-z0-9][a-z0-9._]*", upper case allowed).
 FILE_RE = re.compile(rb"file ([0-9]{1,12}) ([A-Za-z0-9][A-Za-z0-9._]{0,200})\n")
 ONE_REPLY = (b"stap ", b"option ")  # commands answered by exactly one line (and `file`)
+# A stapsh restart takes well under a second even under TCG; this long means init stopped.
+READY_WAIT_S = 120.0
+# Waiting for stapsh's hello: every KICK_S a SIGIO from init makes a stapsh that missed the
+# host's connection look again (stapsh.c: sigio_handler polls the port's real status).
+KICK_S = 2.0
+HELLO_WAIT_S = 60.0
+INTERRUPT_ANSWER_S = 10.0  # init answers at once; a guest this slow is not serving anyway
+CONTROL_LINE_RE = re.compile(rb"(ready|gone|signalled) ([0-9]{1,9})\n|nobody\n")
 
 
 class Closed(Exception):
@@ -51,6 +80,17 @@ def _read_line(stream: BufferedReader) -> bytes:
     if not line:
         raise Closed
     return line
+
+
+def _read_reply(stream: BufferedReader) -> bytes:
+    """stapsh's reply to a command with the debug lines before it: with `option verbose`
+    (stap -vvv) stapsh writes `stapsh:FUNCTION:LINE ...` lines on the same port, which stap
+    prints and skips (remote.cxx: get_reply). Read as one line, a reply with debug lines
+    before it left the real reply unread and the session stuck (seen: stap_bufsize.exp)."""
+    lines = [_read_line(stream)]
+    while lines[-1].startswith(b"stapsh:") and len(lines) < MAX_DEBUG_LINES:
+        lines.append(_read_line(stream))
+    return b"".join(lines)
 
 
 def _copy(source: BufferedReader, size: int, target: socket.socket | None) -> None:
@@ -67,19 +107,20 @@ def _copy(source: BufferedReader, size: int, target: socket.socket | None) -> No
 def send_in_parts(name: bytes, size: int, client: BufferedReader, guest: socket.socket,
                   guest_in: BufferedReader) -> tuple[bytes, int]:
     """Send a `size`-byte file from `client` to stapsh as NAME.partNN pieces within its
-    limit; the reply stap gets (OK, or stapsh's first error: the rest of the file is read
-    and dropped, so the command stream stays in step) and the number of parts sent."""
-    sent, index = 0, 0
+    limit; what stap gets (stapsh's debug lines, then OK or stapsh's first error: the rest of
+    the file is read and dropped, so the command stream stays in step) and the parts sent."""
+    sent, index, debug = 0, 0, b""
     while sent < size:
         part = min(STAPSH_MAX_FILE_SIZE, size - sent)
         guest.sendall(b"file %d %s.part%02d\n" % (part, name, index))
         _copy(client, part, guest)
-        reply = _read_line(guest_in)
+        *said, reply = _read_reply(guest_in).splitlines(keepends=True)
+        debug += b"".join(said)
         sent, index = sent + part, index + 1
         if reply != b"OK\n":
             _copy(client, size - sent, None)
-            return reply, index
-    return b"OK\n", index
+            return debug + reply, index
+    return debug + b"OK\n", index
 
 
 def _pump(source: BufferedReader, target: socket.socket, ends: tuple[socket.socket, ...]) -> None:
@@ -98,20 +139,113 @@ def _pump(source: BufferedReader, target: socket.socket, ends: tuple[socket.sock
             end.shutdown(socket.SHUT_RDWR)
 
 
+class GuestControl:
+    """The host's end of the guest init's control port (org.stapmatrix.control.0,
+    harness/guest/init): init says `ready PID` when a stapsh has its port open with O_ASYNC and
+    `gone PID` when it exited; the relay says `INT` (a SIGINT for the running staprun, answered
+    `signalled PID` or `nobody`) and `KICK` (a SIGIO for stapsh). One connection for the
+    guest's life, made as soon as QEMU listens."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._socket: socket.socket | None = None
+        self._ready: int | None = None  # the pid of a stapsh no connection has had yet
+        self._answer: bytes | None = None
+        self._changed = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="stapsh-control", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        connection = self._socket
+        if connection is not None:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+        with self._changed:
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                connection.connect(self.path)
+            except OSError:
+                connection.close()
+                self._stopped.wait(0.1)  # QEMU is not listening yet
+                continue
+            self._socket = connection
+            with connection, connection.makefile("rb") as lines:
+                while not self._stopped.is_set() and (line := lines.readline(256)):
+                    self._heard(line)
+            self._socket = None
+            return  # QEMU left: the guest is gone
+
+    def _heard(self, line: bytes) -> None:
+        match = CONTROL_LINE_RE.fullmatch(line)
+        if not match:
+            logger.info("stapsh control: ignored %r from the guest", line[:80])
+            return
+        with self._changed:
+            if match[1] == b"ready":
+                self._ready = int(match[2])
+            elif match[1] == b"gone":
+                if self._ready == int(match[2]):
+                    self._ready = None
+            else:
+                self._answer = line
+            self._changed.notify_all()
+
+    def take_ready(self, timeout_s: float) -> int | None:
+        """The pid of a stapsh ready for a connection (taken: it serves one), or None."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._ready is not None or self._stopped.is_set(), timeout_s)
+            pid, self._ready = self._ready, None
+            return pid
+
+    def _send(self, word: bytes) -> bool:
+        connection = self._socket
+        if connection is None:
+            return False
+        with self._send_lock, contextlib.suppress(OSError):
+            connection.sendall(word + b"\n")
+            return True
+        return False
+
+    def kick(self) -> None:
+        self._send(b"KICK")
+
+    def interrupt(self, timeout_s: float) -> int | None:
+        """SIGINT for the guest's staprun: its pid, or None (none runs, or no answer)."""
+        with self._changed:
+            self._answer = None
+            if not self._send(b"INT"):
+                return None
+            self._changed.wait_for(lambda: self._answer is not None or self._stopped.is_set(), timeout_s)
+            answer = CONTROL_LINE_RE.fullmatch(self._answer or b"")
+        return int(answer[2]) if answer and answer[2] else None
+
+
 class StapshRelay:
     """Listens on `listen` (where stap --remote=unix: connects) and serves each connection
-    through a connection of its own to `upstream` (QEMU's end of the guest's stapsh port), both
-    in one directory.
+    through a connection of its own to `upstream` (QEMU's end of the guest's stapsh port),
+    once the guest's `control` port (GuestControl) says a fresh stapsh is ready; all three in
+    one directory.
 
     A socket's path must fit in 108 bytes (sockaddr_un), and a cell's guest directory below
-    the artifacts can be longer: both sockets are reached through /proc/self/fd/N/NAME, N an
+    the artifacts can be longer: the sockets are reached through /proc/self/fd/N/NAME, N an
     open descriptor of their directory."""
 
-    def __init__(self, listen: Path, upstream: Path) -> None:
-        if listen.parent != upstream.parent:
-            raise ValueError(f"the relay's sockets must share a directory: {listen}, {upstream}")
-        self.listen, self.upstream = listen, upstream
+    def __init__(self, listen: Path, upstream: Path, control: Path) -> None:
+        if not listen.parent == upstream.parent == control.parent:
+            raise ValueError(f"the relay's sockets must share a directory: {listen}, {upstream}, {control}")
+        self.listen, self.upstream, self.control_path = listen, upstream, control
         self.split: list[tuple[str, int, int]] = []  # (name, bytes, parts) of each file sent in parts
+        self.interrupted: list[int] = []  # the guest's staprun pids that got a SIGINT for stap's `quit`
+        self.control: GuestControl | None = None
         self._server: socket.socket | None = None
         self.accepting: threading.Thread | None = None
         self._directory: int | None = None
@@ -124,6 +258,8 @@ class StapshRelay:
     def start(self) -> None:
         self.listen.unlink(missing_ok=True)
         self._directory = os.open(self.listen.parent, os.O_RDONLY | os.O_DIRECTORY)
+        self.control = GuestControl(self._short(self.control_path))
+        self.control.start()
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(self._short(self.listen))
         server.listen(4)
@@ -142,6 +278,8 @@ class StapshRelay:
                 server.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 server.close()
+        if self.control is not None:
+            self.control.stop()
         with self._lock:
             sessions = list(self._sessions)
         for connection in sessions:
@@ -164,11 +302,16 @@ class StapshRelay:
     def _session(self, client: socket.socket) -> None:
         guest = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with client, guest:
+            # stap then reads no hello: "error receiving hello from stapsh", which the
+            # examples' runner counts as the remote machinery failing, not the test.
+            assert self.control is not None
+            pid = self.control.take_ready(READY_WAIT_S)
+            if pid is None:
+                logger.info("stapsh relay: no stapsh became ready in the guest within %.0f s", READY_WAIT_S)
+                return
             try:
                 guest.connect(self._short(self.upstream))
             except OSError as error:
-                # stap then reads no hello: "error receiving hello from stapsh", which the
-                # examples' runner counts as the remote machinery failing, not the test.
                 logger.info("stapsh relay: cannot reach the guest at %s (%s)", self.upstream, error)
                 return
             with self._lock:
@@ -189,12 +332,46 @@ class StapshRelay:
         towards_client = threading.Thread(target=_pump, args=(guest_in, client, ends), daemon=True,
                                           name=f"stapsh-relay-{self.listen.name}-output")
         towards_client.start()
-        _pump(client_in, guest, ends)
+        self._interrupts(client_in, guest, ends)
         towards_client.join()
+
+    def _interrupts(self, client_in: BufferedReader, guest: socket.socket, ends: tuple[socket.socket, ...]) -> None:
+        """stap's side once staprun runs: each `quit` (stap was interrupted) becomes a SIGINT
+        for the guest's staprun, as on stap's own machine; stapsh's `quit` only when no
+        staprun runs to take it. Then, when stap leaves, the session ends both ways (_pump)."""
+        assert self.control is not None
+        with contextlib.suppress(OSError):
+            while line := client_in.readline(MAX_LINE):
+                if line == b"quit\n":
+                    pid = self.control.interrupt(INTERRUPT_ANSWER_S)
+                    if pid is not None:
+                        self.interrupted.append(pid)
+                        logger.info("stapsh relay: stap was interrupted: SIGINT to staprun %d in the guest", pid)
+                        continue
+                guest.sendall(line)
+        for end in ends:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def _hello(self, guest: socket.socket, guest_in: BufferedReader) -> bytes:
+        """stapsh's first reply, asking init to kick a stapsh that missed the connection."""
+        assert self.control is not None
+        poller = select.poll()
+        poller.register(guest, select.POLLIN | select.POLLHUP)
+        waited = 0.0
+        while not poller.poll(int(KICK_S * 1000)):
+            waited += KICK_S
+            if waited >= HELLO_WAIT_S:
+                logger.info("stapsh relay: the guest's stapsh did not answer within %.0f s", HELLO_WAIT_S)
+                raise Closed
+            logger.info("stapsh relay: no hello from stapsh after %.0f s: kicking it", waited)
+            self.control.kick()
+        return _read_reply(guest_in)
 
     def _commands(self, client: socket.socket, client_in: BufferedReader, guest: socket.socket,
                   guest_in: BufferedReader) -> None:
         """The command-and-reply part of a session, up to `run` or a line it does not know."""
+        first = True
         while True:
             line = _read_line(client_in)
             file = FILE_RE.fullmatch(line)
@@ -211,4 +388,5 @@ class StapshRelay:
                 _copy(client_in, size, guest)
             elif not line.startswith(ONE_REPLY):
                 return
-            client.sendall(_read_line(guest_in))
+            client.sendall(self._hello(guest, guest_in) if first else _read_reply(guest_in))
+            first = False

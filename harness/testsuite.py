@@ -146,13 +146,10 @@ def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, files:
             with cell_container(cell_image, guest_dir, kernel, stap_cache_dir(stap_key, kernel),
                                 tests_environment(stap_path, kernel), TESTS_PATH) as runner:
                 for exp in share:
-                    # A fresh guest for every file. After a file whose last stap DejaGnu
-                    # interrupted (`kill -INT`: kprobes.exp), the guest's restarted stapsh
-                    # never answered the next file's first stap --remote (`stap -l
-                    # kernel.data(0x123).rw` waited for its hello until the file's time ran
-                    # out): seen on release-5.5 with kprobes.exp then badkprobe.exp or
-                    # timeout.exp in one guest, with and without harness/stapsh_relay.py;
-                    # the cause in the guest is not found yet. A boot is 10-20 s under TCG.
+                    # A fresh guest for every file: the next file starts on a clean kernel,
+                    # whatever the last one left loaded, tainted or stuck. A boot is 10-20 s
+                    # under TCG. (Before the relay waited for init's `ready`, this also hid a
+                    # stap whose hello a departing stapsh had swallowed: stapsh_relay.py.)
                     guest.boot()
                     progress(Step(f"{kernel.release}: testsuite {exp} (guest {index})"))
                     results[exp] = _run_file(guest, runner, exp, out)

@@ -1,9 +1,9 @@
 """The relay in front of a guest's stapsh (harness/stapsh_relay.py) and the guest's staprun
 that joins what it split (harness/guest/staprun-parts), against a stapsh stand-in that keeps
 stapsh's rules (staprun/stapsh.c: one reply line a command, no file over the limit, file
-names "[a-z0-9][a-z0-9._]*"). The real path, a module over 32 MB loaded in a guest through
-stap --remote, is exercised by the examples that build one (profiling/periodic,
---all-modules) in the closing note's full runs."""
+names "[a-z0-9][a-z0-9._]*") and a stand-in for the guest init's control port. The real
+path (a module over 32 MB loaded in a guest through stap --remote; a DejaGnu test's `kill
+-INT` reaching staprun) is exercised by selftests/test_examples.py and test_testsuite.py."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import select
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,11 @@ class StandInStapsh:
         self.refuse = b""  # a file name ending it is refused, as stapsh does when its disk is full
         self.hung_up = threading.Event()  # the relay closed its connection both ways
         self.commands: list[bytes] = []
+        self.after_run = b"data stdout 6\nhello\nquit\n"  # what staprun "prints" when it runs
+        self.run_connection: socket.socket | None = None  # for a test to print more with
+        self.hold_hello: threading.Event | None = None  # a stapsh that missed the connection: hello once set
+        self.accepted = threading.Event()
+        self.verbose = False  # after `option verbose`, a debug line before every reply, as stapsh's dbug()
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(str(path))
         self.server.listen(1)
@@ -41,11 +47,18 @@ class StandInStapsh:
 
     def _serve(self) -> None:
         connection, _ = self.server.accept()
+        self.accepted.set()
         with connection, connection.makefile("rb") as commands:
             while line := commands.readline():
                 self.commands.append(line)
                 words = line.split()
+                if line == b"option verbose\n":
+                    self.verbose = True
+                if self.verbose:
+                    connection.sendall(b"stapsh:process_command:713 command: " + line)
                 if words[0] == b"stap":
+                    if self.hold_hello is not None:
+                        self.hold_hello.wait(10)
                     connection.sendall(b"stapsh 5.6 x86_64 6.12.118+deb13-amd64\n")
                 elif words[0] == b"option":
                     connection.sendall(b"OK\n")
@@ -64,7 +77,8 @@ class StandInStapsh:
                     self.files[words[2].decode()] = data
                     connection.sendall(b"OK\n")
                 elif words[0] == b"run":
-                    connection.sendall(b"OK\ndata stdout 6\nhello\nquit\n")
+                    connection.sendall(b"OK\n" + self.after_run)
+                    self.run_connection = connection
                     self.commands.append(commands.readline())  # stap's `quit`, or its leaving
                     # Like QEMU while the guest's port is closed: no more reading, only a
                     # hang-up (both directions shut) would be noticed.
@@ -73,6 +87,40 @@ class StandInStapsh:
                     if poller.poll(5000):
                         self.hung_up.set()
                     return
+
+
+class StandInControl:
+    """The guest init's end of the control port (harness/guest/init): says `ready PID` when
+    told to, answers `INT` as init does, and keeps every request."""
+
+    def __init__(self, path: Path) -> None:
+        self.requests: list[bytes] = []
+        self.staprun: int | None = 4242  # the pid INT signals; None: no staprun runs
+        self.interrupted = threading.Event()
+        self.kicked = threading.Event()
+        self.connection: socket.socket | None = None
+        self.connected = threading.Event()
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(1)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def say(self, line: bytes) -> None:
+        assert self.connected.wait(10)
+        assert self.connection is not None
+        self.connection.sendall(line)
+
+    def _serve(self) -> None:
+        self.connection, _ = self.server.accept()
+        self.connected.set()
+        with self.connection.makefile("rb") as requests:
+            while line := requests.readline():
+                self.requests.append(line)
+                if line == b"INT\n":
+                    self.say(b"signalled %d\n" % self.staprun if self.staprun else b"nobody\n")
+                    self.interrupted.set()
+                elif line == b"KICK\n":
+                    self.kicked.set()
 
 
 @pytest.fixture
@@ -86,21 +134,24 @@ def relayed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no
     assert len(str(guest_dir / "stapsh-dejagnu-0-qemu.sock")) > 108
     fd = os.open(guest_dir, os.O_RDONLY | os.O_DIRECTORY)  # the stand-in (QEMU's part) binds its own way
     stapsh = StandInStapsh(Path(f"/proc/self/fd/{fd}/stapsh-dejagnu-0-qemu.sock"))
-    relay = StapshRelay(guest_dir / "stapsh-dejagnu-0.sock", guest_dir / "stapsh-dejagnu-0-qemu.sock")
+    control = StandInControl(Path(f"/proc/self/fd/{fd}/stapsh-dejagnu-0-control.sock"))
+    relay = StapshRelay(guest_dir / "stapsh-dejagnu-0.sock", guest_dir / "stapsh-dejagnu-0-qemu.sock",
+                        guest_dir / "stapsh-dejagnu-0-control.sock")
     relay.start()
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.settimeout(10)
     client.connect(f"/proc/self/fd/{fd}/stapsh-dejagnu-0.sock")
     os.close(fd)
     replies = client.makefile("rb")
-    yield stapsh, relay, client, replies
+    yield stapsh, relay, client, replies, control
     replies.close()
     client.close()
     relay.stop()
 
 
 def test_a_file_over_the_limit_goes_in_parts_and_the_rest_unchanged(relayed) -> None:  # type: ignore[no-untyped-def]
-    stapsh, relay, client, replies = relayed
+    stapsh, relay, client, replies, control = relayed
+    control.say(b"ready 17\n")
     module = os.urandom(2 * LIMIT + 500)
     signature = b"s" * 10
     client.sendall(b"stap 5.6\n")
@@ -114,7 +165,6 @@ def test_a_file_over_the_limit_goes_in_parts_and_the_rest_unchanged(relayed) -> 
     client.sendall(b"run -R ./stap_abc.ko\n")
     assert replies.readline() == b"OK\n"
     assert replies.read(len(b"data stdout 6\nhello\nquit\n")) == b"data stdout 6\nhello\nquit\n"
-    client.sendall(b"quit\n")
     replies.close()
     client.close()
     stapsh.thread.join(10)
@@ -124,12 +174,13 @@ def test_a_file_over_the_limit_goes_in_parts_and_the_rest_unchanged(relayed) -> 
     assert [len(stapsh.files[f"stap_abc.ko.part0{i}"]) for i in range(3)] == [LIMIT, LIMIT, 500]
     assert b"".join(stapsh.files[f"stap_abc.ko.part0{i}"] for i in range(3)) == module
     assert stapsh.files["stap_abc.ko.sgn"] == signature  # within the limit: passed through as it was
-    assert stapsh.commands[-2:] == [b"run -R ./stap_abc.ko\n", b"quit\n"]
+    assert stapsh.commands[-2:] == [b"run -R ./stap_abc.ko\n", b""]  # stap left
     assert relay.split == [("stap_abc.ko", len(module), 3)]
 
 
 def test_stapshs_refusal_of_a_part_reaches_stap_and_the_stream_stays_in_step(relayed) -> None:  # type: ignore[no-untyped-def]
-    stapsh, _, client, replies = relayed
+    stapsh, _, client, replies, control = relayed
+    control.say(b"ready 17\n")
     stapsh.refuse = b".part01"
     client.sendall(b"file %d stap_abc.ko\n" % (3 * LIMIT) + b"x" * (3 * LIMIT))  # part01 is refused
     assert replies.readline() == b"ERROR: Unable to write file data\n"
@@ -171,7 +222,8 @@ def test_the_guests_staprun_without_parts_only_runs_systemtaps(tmp_path: Path) -
 def test_when_stap_leaves_the_guests_end_sees_a_hang_up(relayed) -> None:  # type: ignore[no-untyped-def]
     """Not a half-close: QEMU, not reading while stapsh restarts, would keep the connection
     and leave the next stap's in its backlog, unserved."""
-    stapsh, _, client, replies = relayed
+    stapsh, _, client, replies, control = relayed
+    control.say(b"ready 17\n")
     client.sendall(b"stap 5.6\n")
     replies.readline()
     client.sendall(b"run -R ./stap_abc.ko\n")
@@ -182,9 +234,101 @@ def test_when_stap_leaves_the_guests_end_sees_a_hang_up(relayed) -> None:  # typ
 
 
 def test_a_stopped_relay_leaves_no_thread_behind(tmp_path: Path) -> None:
-    relay = StapshRelay(tmp_path / "stap.sock", tmp_path / "qemu.sock")
+    relay = StapshRelay(tmp_path / "stap.sock", tmp_path / "qemu.sock", tmp_path / "control.sock")
     relay.start()
     assert relay.accepting is not None and relay.accepting.is_alive()
     relay.stop()
     relay.accepting.join(5)
     assert not relay.accepting.is_alive() and not (tmp_path / "stap.sock").exists()
+
+
+def _run_staprun(client: socket.socket, replies) -> None:  # type: ignore[no-untyped-def]
+    client.sendall(b"stap 5.6\n")
+    assert replies.readline().startswith(b"stapsh 5.6 ")
+    client.sendall(b"run -R ./stap_abc.ko\n")
+    assert replies.readline() == b"OK\n"
+
+
+def test_stap_interrupted_is_a_sigint_for_the_guests_staprun_and_the_end_output_arrives(relayed) -> None:  # type: ignore[no-untyped-def]
+    """stapsh's own `quit` would SIGHUP staprun and exit without reading what the end probes
+    print (stapsh.c: do_quit -> cleanup); on stap's own machine the SIGINT reaches staprun."""
+    stapsh, relay, client, replies, control = relayed
+    stapsh.after_run = b"data stdout 24\nsystemtap starting probe\n"
+    control.say(b"ready 17\n")
+    _run_staprun(client, replies)
+    assert replies.readline() == b"data stdout 24\n"
+    assert replies.readline() == b"systemtap starting probe\n"
+    client.sendall(b"quit\n")  # what stap sends when DejaGnu's kill -INT reaches it
+    assert control.interrupted.wait(10)
+    assert stapsh.run_connection is not None
+    stapsh.run_connection.sendall(b"data stdout 22\nsystemtap ending probe\nquit\n")  # staprun's end, then stapsh leaves
+    assert replies.read(len(b"data stdout 22\nsystemtap ending probe\nquit\n")) == \
+        b"data stdout 22\nsystemtap ending probe\nquit\n"
+    assert control.requests == [b"INT\n"] and relay.interrupted == [4242]
+    replies.close()
+    client.close()
+    stapsh.thread.join(10)
+    assert b"quit\n" not in stapsh.commands and stapsh.commands[-1] == b""
+
+
+def test_stap_interrupted_with_no_staprun_running_is_stapshs_own_quit(relayed) -> None:  # type: ignore[no-untyped-def]
+    stapsh, relay, client, replies, control = relayed
+    stapsh.after_run = b""
+    control.staprun = None
+    control.say(b"ready 17\n")
+    _run_staprun(client, replies)
+    client.sendall(b"quit\n")
+    stapsh.thread.join(10)
+    assert stapsh.commands[-1] == b"quit\n" and relay.interrupted == []
+
+
+def test_stap_waits_until_the_guest_says_a_stapsh_is_ready(relayed) -> None:  # type: ignore[no-untyped-def]
+    """A connection made before the next stapsh has its port open with O_ASYNC may never be
+    noticed by it, and its bytes can reach the stapsh before, which drops them."""
+    stapsh, _, client, replies, control = relayed
+    client.sendall(b"stap 5.6\n")
+    assert not stapsh.accepted.wait(0.5)
+    control.say(b"ready 23\n")
+    assert replies.readline().startswith(b"stapsh 5.6 ")
+
+
+def test_a_stapsh_that_missed_the_connection_is_kicked(relayed, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    stapsh, _, client, replies, control = relayed
+    monkeypatch.setattr(stapsh_relay, "KICK_S", 0.2)
+    stapsh.hold_hello = control.kicked
+    control.say(b"ready 17\n")
+    started = time.monotonic()
+    client.sendall(b"stap 5.6\n")
+    assert replies.readline().startswith(b"stapsh 5.6 ")
+    assert b"KICK\n" in control.requests and time.monotonic() - started < 5
+
+
+def test_a_stapsh_gone_before_any_connection_is_not_offered() -> None:
+    control = stapsh_relay.GuestControl("/nonexistent")
+    control._heard(b"ready 3\n")
+    control._heard(b"gone 3\n")
+    control._heard(b"garbage from a guest\n")
+    assert control.take_ready(0.1) is None
+    control._heard(b"ready 4\n")
+    assert control.take_ready(0.1) == 4 and control.take_ready(0.1) is None
+
+
+def test_stapshs_debug_lines_before_a_reply_reach_stap_and_the_stream_stays_in_step(relayed) -> None:  # type: ignore[no-untyped-def]
+    """stap -vvv sends `option verbose`; stapsh then writes debug lines on the port before each
+    reply, which stap prints and skips (remote.cxx: get_reply). Read as one line, a reply with
+    debug lines before it hung the session (stap_bufsize.exp)."""
+    stapsh, relay, client, replies, control = relayed
+    control.say(b"ready 17\n")
+    client.sendall(b"stap 5.6\n")
+    assert replies.readline().startswith(b"stapsh 5.6 ")
+    client.sendall(b"option verbose\n")
+    assert replies.readline() == b"stapsh:process_command:713 command: option verbose\n"
+    assert replies.readline() == b"OK\n"
+    module = os.urandom(LIMIT + 10)
+    client.sendall(b"file %d stap_abc.ko\n" % len(module) + module)  # two parts, a debug line before each OK
+    assert [replies.readline() for _ in range(3)] == [
+        b"stapsh:process_command:713 command: file %d stap_abc.ko.part00\n" % LIMIT,
+        b"stapsh:process_command:713 command: file 10 stap_abc.ko.part01\n", b"OK\n"]
+    client.sendall(b"option data\n")
+    assert [replies.readline() for _ in range(2)] == [b"stapsh:process_command:713 command: option data\n", b"OK\n"]
+    assert relay.split == [("stap_abc.ko", len(module), 2)]

@@ -101,6 +101,19 @@ def test_dejagnu_files_that_work_outside_the_guest(text: str, why: str) -> None:
     assert (why in found) if why else found == "", found
 
 
+@pytest.mark.parametrize(("text", "programs"), [
+    ('stap_run $test no_load $all_pass_string -c "cat /dev/null" -w $srcdir/$subdir/$test.stp\n', ("cat",)),  # kretprobe-vars.exp
+    ("spawn stap $srcdir/$subdir/$test.stp -c {ls /proc/* > /dev/null; sleep 5}\n", ("ls", "sleep")),
+    ("spawn stap -c ./a.out x.stp\nspawn stap -c $exepath y.stp\n# spawn stap -c {date} z.stp\n", ()),
+    ("spawn stap -c true x.stp\nexec sh -c \"stap -e 'probe begin{exit()}'\"\n", ("true",)),
+])
+def test_the_programs_a_dejagnu_file_starts_in_the_guest(text: str, programs: tuple[str, ...]) -> None:
+    """They come from the cell image, not busybox (whose cat copies with sendfile(2), so
+    kretprobe-vars.exp's vfs_read probe never fired); compiled programs and variables are not
+    programs of the image, and `sh -c` is not stap's -c."""
+    assert dejagnu_sets.target_programs_of(text) == programs
+
+
 def test_dejagnu_selectors() -> None:
     tests = ["systemtap.base/kprobes.exp", "systemtap.base/kretprobe-vars.exp", "systemtap.pass1-4/buildok.exp",
              "systemtap.examples/check.exp", "systemtap.base/environment_sanity.exp"]

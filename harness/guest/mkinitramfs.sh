@@ -88,6 +88,8 @@ if [ "$with_stapsh" = stapsh ]; then
     mv "$staprun_in_guest" "$staprun_in_guest.real"
     cp /guest/staprun-parts "$staprun_in_guest"
     chmod 755 "$staprun_in_guest"
+    # The guest's background activity (guest/background.c says why), with the image's gcc.
+    gcc -O2 -static -o "$root/usr/local/bin/stapmatrix-background" /guest/background.c
     # Programs the tests start in the guest (`stap -c CMD`: sleep, cat, stap itself, strace...)
     # and stapbpf for the bpf runtime, one name a line in OUTDIR/guest-programs: this image's,
     # at the same path, with their libraries, even where busybox has an applet of that name:
