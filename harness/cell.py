@@ -42,7 +42,7 @@ from harness.progress import Event, ImageBuilt, KernelReady, Progress, Step
 from harness.scripts import TestScript
 from harness.specs import KernelSpec, Rule, StapSpec
 from harness.suites import provided_compilers
-from harness.testsuite import run_testsuite
+from harness.testsuite import FileRun, over_tries, run_testsuite
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -416,9 +416,6 @@ def _final(script: TestScript, compiled: Compiled, tries: list[Verdict], context
                       actual=actual, tries=recorded)
 
 
-DEJAGNU_OUTCOME = {"pass": Outcome.PASS, "fail": Outcome.FAIL_OUTPUT, "xfail": Outcome.XFAIL, "skip": Outcome.SKIP}
-
-
 def _shared_stages(run: CellRun) -> dict[str, Stage]:
     """The stages every test of the cell shares before its own: images and the kernel."""
     return {name: run.stages[name] for name in ("images", "kernel") if name in run.stages}
@@ -433,35 +430,37 @@ def _testsuite_results(cell: Cell, context: CellContext, cell_images: CellImages
     started = time.monotonic()
     stage = dict(_shared_stages(run), testsuite=Stage(0.0, False))
     results = [run.result(f"testsuite:{f.path}", Outcome.SKIP,
-                          f"not run: this test {f.host_bound}, which under stap --remote is not the kernel under test",
+                          f"not run under stap --remote (the DejaGnu machine is not the kernel under test): "
+                          f"this test {f.host_bound}",
                           stage) for f in cell.dejagnu if f.host_bound]
     try:
         _pack_stapsh(cell_images, guest_dir, tuple(sorted({p for f in cell.dejagnu if not f.host_bound
                                                            for p in f.programs})))
         runs = run_testsuite(cell_images.cell, cell_images.runner, cell_images.kernel, cell.dejagnu, guest_dir,
-                             run.accel, cell_images.stap_key, cell.stap.stap_path, test_jobs(), progress)
+                             run.accel, cell_images.stap_key, cell.stap.stap_path, test_jobs(), context.reruns,
+                             progress)
     except InfraError as error:
         return results + run.errors(f"running the testsuite failed: {error}",
                                     [f"testsuite:{f.path}" for f in cell.dejagnu if not f.host_bound])
     stage["testsuite"] = Stage(time.monotonic() - started, False)
     for file_run in runs:
-        artifacts = dict(run.artifacts, **file_run.artifacts)
-        for line in file_run.lines:
-            name = f"testsuite:{line.exp}:{line.name}"
-            outcome, detail, actual = apply_known_failure(
-                DEJAGNU_OUTCOME[line.pytest_outcome], f"DejaGnu {line.status}: {line.name}",
-                context.known_failure(cell.kernel.spec, cell.stap.spec, name))
-            results.append(run.result(name, outcome, detail, stage, artifacts, actual=actual))
-        file_test = f"testsuite:{file_run.exp}"
-        if file_run.crash:
-            results.append(run.result(file_test, Outcome.CRASH, file_run.crash, stage, artifacts))
-        elif file_run.timed_out:
-            results.append(run.result(file_test, Outcome.TIMEOUT, "the file was still running after its limit and "
-                                      "was stopped", stage, artifacts))
-        elif file_run.kernel_problem:
-            results.append(run.result(file_test, Outcome.FAIL_LOAD, file_run.kernel_problem, stage, artifacts))
-        elif not file_run.lines:
-            results.append(run.result(file_test, Outcome.ERROR, f"gave no DejaGnu result line (make exit "
-                                      f"{file_run.make_exit}); see {file_run.artifacts.get('make_log', 'make.log')}",
-                                      stage, artifacts))
+        results += _file_results(file_run, cell, context, run, stage)
+    return results
+
+
+def _file_results(file_run: FileRun, cell: Cell, context: CellContext, run: CellRun,
+                  stage: dict[str, Stage]) -> list[Result]:
+    """The records of one DejaGnu file over its tries, with the matrix's known failures."""
+    artifacts = dict(run.artifacts, **file_run.artifacts)
+    for number, again in enumerate(file_run.retries, 2):
+        artifacts.update({f"try{number}_{name}": path for name, path in again.artifacts.items()})
+    results = []
+    for verdict in over_tries(file_run):
+        rule = context.known_failure(cell.kernel.spec, cell.stap.spec, verdict.test) if verdict.is_line else None
+        outcome, detail, actual = verdict.outcome, verdict.detail, ""
+        if outcome is not Outcome.FLAKY:
+            outcome, detail, actual = apply_known_failure(outcome, detail, rule)
+        recorded = [Try(o.value, d) for o, d in verdict.tries]
+        results.append(run.result(verdict.test, outcome, detail, stage, artifacts, actual=actual, tries=recorded,
+                                  xfail_reason=rule.reason if rule else ""))
     return results

@@ -43,8 +43,14 @@ SMOKE = (
     "systemtap.base/backtrace.exp",  # print_backtrace from several contexts: the kernel unwinder
     "systemtap.base/sigusr2.exp",  # stapio signals, bulk mode (-b: relay per-cpu files)
     "systemtap.base/stap_bufsize.exp",  # -s N: the transport buffer module option
-    "systemtap.base/wakeup.exp",  # __wake_up_common, system()/warn()/error() from probe context
 )
+# stap --remote does not say how staprun ended: it prints no "WARNING: .../staprun exited with
+# status: N" (staputil.cxx stap_waitpid, local runs only) and exits 0 (remote.cxx:
+# stapsh::finish returns 0 whatever stapsh's status).
+STAPRUN_STATUS = "expects stap to report staprun's exit status, which stap --remote does not"
+# Files that count on it without naming it: wakeup.exp wants 3 warnings, "plus the two from
+# staprun re. the ERROR exits" (seen on release-5.5: 2, the status one missing).
+REMOTE_LIMITS = {"systemtap.base/wakeup.exp": STAPRUN_STATUS}
 # What marks a test as doing part of its work on the DejaGnu machine, with why it matters.
 HOST_BOUND = (
     (re.compile(r"\btarget_compile\b"), "compiles a program with the DejaGnu machine's gcc and runs it there"),
@@ -57,6 +63,7 @@ HOST_BOUND = (
                 r"grep\b|awk\b|wc\b|head\b|tail\b|sort\b|cut\b|tr\b|diff\b|cmp\b|which\b|test\b|uname\b|"
                 r"sh\s+-c\s+\"?stap\b)[^\s\]\"]"),
      "runs a program on the DejaGnu machine while the probe runs in the guest"),
+    (re.compile(r"exited with status"), STAPRUN_STATUS),
 )
 
 
@@ -153,5 +160,6 @@ def expand(build: StapBuild, test_sets: tuple[TestSet, ...], where: str) -> tupl
                               f"({len(tests)} .exp files below {TESTSUITE}/)")
         for path in found:
             if path not in chosen and test_set.selects(f"testsuite:{path}"):
-                chosen[path] = DejaGnuFile(path, host_bound(listing[path]), target_programs_of(listing[path]))
+                why = host_bound(listing[path]) or REMOTE_LIMITS.get(path, "")
+                chosen[path] = DejaGnuFile(path, why, target_programs_of(listing[path]))
     return tuple(chosen.values())

@@ -14,7 +14,9 @@ a container of its own (DejaGnu writes its .sum into the source tree). Each file
 own (`make installcheck RUNTESTFLAGS=FILE`) in a freshly booted guest, so a file that panics
 or hangs the guest is named, its lines kept, and the next file starts on a clean kernel. Each
 DejaGnu result line (`PASS: name`) becomes one outcome; a splat or new taint while a file ran is one more,
-`testsuite:FILE: kernel`. The `.sum` and `.log` files are kept with the cell's artifacts.
+`testsuite:FILE: kernel`. A file with a failure is run again in a fresh boot (`reruns`, as
+scripts are), and a line whose outcome differs between tries is `flaky` (cell.py). The
+`.sum` and `.log` files of every try are kept with the cell's artifacts.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from harness.guest import TAINT_ALLOWED, crash_excerpt, forced_stap_module, new_
 from harness.judge import splat_lines
 from harness.kernel_store import KernelTree
 from harness.modules import TESTS_PATH, cell_container, stap_cache_dir, tests_environment
+from harness.outcomes import Outcome
 from harness.progress import Progress, Step
 from harness.stapsh_guest import StapshGuest, deal, in_parallel
 
@@ -86,9 +89,17 @@ class FileRun:
     kernel_problem: str = ""  # a splat or new taint while it ran
     seconds: float = 0.0
     artifacts: dict[str, str] = field(default_factory=dict)
+    retries: list[FileRun] = field(default_factory=list)  # the file again, each in a fresh boot, after a failure
+
+    @property
+    def failed(self) -> bool:
+        """A failure at run time, worth a second try: a failing line, a crash, a timeout, a
+        splat or new taint (not a file that gave no line at all: that is no verdict)."""
+        return bool(self.crash or self.timed_out or self.kernel_problem
+                    or any(line.pytest_outcome == "fail" for line in self.lines))
 
 
-def _run_file(guest: StapshGuest, runner: Container, exp: str, out: Path) -> FileRun:
+def _run_file(guest: StapshGuest, runner: Container, exp: str, out: Path, attempt: int = 1) -> FileRun:
     run = FileRun(exp)
     mark = guest.console_mark()
     seq, before = guest.taint()
@@ -100,7 +111,7 @@ def _run_file(guest: StapshGuest, runner: Container, exp: str, out: Path) -> Fil
         environment={"STAPMATRIX_STAPSH": f"/work/{guest.socket.name}",
                      "STAPMATRIX_CONSOLE": f"/work/{guest.console_path.name}"})
     run.seconds = time.monotonic() - started
-    directory = out / exp.replace("/", "__")
+    directory = out / (exp.replace("/", "__") + (f".try{attempt}" if attempt > 1 else ""))
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "make.log").write_bytes(output)
     run.artifacts["make_log"] = str(directory / "make.log")
@@ -131,10 +142,11 @@ def _run_file(guest: StapshGuest, runner: Container, exp: str, out: Path) -> Fil
 
 
 def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, files: tuple[DejaGnuFile, ...],
-                  guest_dir: Path, accel: str, stap_key: str, stap_path: str, guests: int,
+                  guest_dir: Path, accel: str, stap_key: str, stap_path: str, guests: int, reruns: int,
                   progress: Progress) -> list[FileRun]:
     """Every runnable file of `files` against guests serving stapsh (their initramfs packed
-    already: modules.pack_guest with_stapsh), `guests` at a time; one FileRun each."""
+    already: modules.pack_guest with_stapsh), `guests` at a time; one FileRun each, with the
+    file's tries in fresh boots after a failure (up to `reruns` more, as scripts get)."""
     runnable = [f.path for f in files if not f.host_bound]
     out = guest_dir / "testsuite"
     out.mkdir(parents=True, exist_ok=True)
@@ -152,9 +164,85 @@ def run_testsuite(cell_image: str, runner_image: str, kernel: KernelTree, files:
                     # stap whose hello a departing stapsh had swallowed: stapsh_relay.py.)
                     guest.boot()
                     progress(Step(f"{kernel.release}: testsuite {exp} (guest {index})"))
-                    results[exp] = _run_file(guest, runner, exp, out)
+                    first = results[exp] = _run_file(guest, runner, exp, out)
+                    for attempt in range(2, reruns + 2):
+                        if not (first.retries or [first])[-1].failed:
+                            break
+                        guest.boot()
+                        progress(Step(f"{kernel.release}: testsuite {exp} again in a fresh boot (try {attempt}, "
+                                      f"guest {index})"))
+                        first.retries.append(_run_file(guest, runner, exp, out, attempt))
         finally:
             guest.stop()
 
     in_parallel(serve, deal(runnable, guests))
     return [results[exp] for exp in runnable if exp in results]
+
+
+DEJAGNU_OUTCOME = {"pass": Outcome.PASS, "fail": Outcome.FAIL_OUTPUT, "xfail": Outcome.XFAIL, "skip": Outcome.SKIP}
+TryVerdict = tuple[Outcome, str]  # one try's outcome of a DejaGnu line or file, and its detail
+# A line one try has and another lacks: DejaGnu names a line by what happened ("kretprobe-vars
+# unexpected output" in one try, "kretprobe-vars shutdown and output" in the next).
+ABSENT = (Outcome.SKIP, "not in this try's systemtap.sum")
+
+
+@dataclass(frozen=True)
+class DejaGnuVerdict:
+    """One record's outcome over a file's tries: `testsuite:FILE:NAME` for a line,
+    `testsuite:FILE` for what happened to the file as a whole."""
+
+    test: str
+    outcome: Outcome
+    detail: str
+    tries: tuple[TryVerdict, ...]  # every try, when there was more than one
+    is_line: bool = True
+
+
+def _line_verdicts(file_run: FileRun) -> dict[tuple[str, int], TryVerdict]:
+    """Each line of one try by (name, occurrence): DejaGnu files may repeat a name."""
+    verdicts: dict[tuple[str, int], TryVerdict] = {}
+    seen: dict[str, int] = {}
+    for line in file_run.lines:
+        seen[line.name] = seen.get(line.name, 0) + 1
+        # A plain PASS says nothing more; anything else (KPASS too) keeps DejaGnu's word.
+        detail = "" if line.status == "PASS" else f"DejaGnu {line.status}: {line.name}"
+        verdicts[(line.name, seen[line.name])] = (DEJAGNU_OUTCOME[line.pytest_outcome], detail)
+    return verdicts
+
+
+def _file_verdict(file_run: FileRun) -> TryVerdict | None:
+    """What happened to the file as a whole in one try, when something did."""
+    if file_run.crash:
+        return Outcome.CRASH, file_run.crash
+    if file_run.timed_out:
+        return Outcome.TIMEOUT, "the file was still running after its limit and was stopped"
+    if file_run.kernel_problem:
+        return Outcome.FAIL_LOAD, file_run.kernel_problem
+    if not file_run.lines:
+        return Outcome.ERROR, (f"gave no DejaGnu result line (make exit {file_run.make_exit}); "
+                               f"see {file_run.artifacts.get('make_log', 'make.log')}")
+    return None
+
+
+def _combine(test: str, tries: list[TryVerdict], is_line: bool = True) -> DejaGnuVerdict:
+    """The first try's outcome, or `flaky` when the tries differ (every try in the detail)."""
+    outcome, detail = tries[0]
+    if len({o for o, _ in tries}) > 1:
+        outcome = Outcome.FLAKY
+        detail = "different outcomes in fresh boots: " + "; ".join(
+            f"try {n}: {o.value}" + (f" ({d.splitlines()[0]})" if d else "") for n, (o, d) in enumerate(tries, 1))
+    return DejaGnuVerdict(test, outcome, detail, tuple(tries) if len(tries) > 1 else (), is_line)
+
+
+def over_tries(file_run: FileRun) -> list[DejaGnuVerdict]:
+    """The records of one DejaGnu file over its tries: each line any try gave (the first
+    try's order first), then the file's own record when a try crashed, hung, left a splat or
+    new taint, or gave no line."""
+    tries = [file_run, *file_run.retries]
+    each = [_line_verdicts(t) for t in tries]
+    keys = list(dict.fromkeys(key for verdicts in each for key in verdicts))
+    verdicts = [_combine(f"testsuite:{file_run.exp}:{key[0]}", [v.get(key, ABSENT) for v in each]) for key in keys]
+    whole = [_file_verdict(t) for t in tries]
+    if any(whole):
+        verdicts.append(_combine(f"testsuite:{file_run.exp}", [w or (Outcome.PASS, "") for w in whole], False))
+    return verdicts

@@ -42,13 +42,14 @@ from harness import (
     suites,
 )
 from harness.archive import Archive
-from harness.cell import CellImages
+from harness.cell import CellImages, _pack_stapsh
 from harness.cli import main
 from harness.errors import InfraError
 from harness.outcomes import Outcome, read_results
 from harness.plan import make_cell
 from harness.scripts import load_script
 from harness.specs import parse_kernel_spec, parse_stap_spec
+from harness.stapsh_guest import StapshGuest
 from selftests.checkouts import failing_checkout, source_image_tag
 from selftests.children import interruptible_cli
 
@@ -748,3 +749,45 @@ def test_matrix_runs_under_p_no_xdist(deb_kernel: str, deb_stap: str, tmp_path: 
     assert completed.returncode == 0 and "Traceback" not in completed.stdout + completed.stderr
     (results_json,) = (tmp_path / "artifacts").glob("run-*/results.json")
     assert [r.outcome for r in read_results(results_json)] == [Outcome.PASS]
+
+
+# --- stap --remote interrupted, as DejaGnu does it ----------------------------------------------
+
+INTERRUPTED_SCRIPT = 'probe begin { println("started") } probe end { println("end probe ran") }'
+
+
+@CELL
+def test_an_interrupted_stap_remote_gets_the_end_probes_output(cell_images: tuple[CellImages, str],
+                                                                deb_stap: str, tmp_path: Path) -> None:
+    """SIGINT to a running `stap --remote` (DejaGnu's `kill -INT`, lib/stap_run.exp): the end
+    probe runs in the guest and its output reaches stap, as on stap's own machine. Through
+    stapsh's own `quit` it was lost (stapsh.c: do_quit -> cleanup never reads staprun's pipes
+    again); the relay turns stap's `quit` into a SIGINT for the guest's staprun. The same
+    guest then serves a second stap at once (one stapsh per connection, after init's `ready`)."""
+    found, _ = cell_images
+    stap_path = staps.resolve(parse_stap_spec(deb_stap, "test"), "test", Archive()).stap_path
+    guest_dir = _workdir(tmp_path / "guest")
+    _pack_stapsh(found, guest_dir)
+    stapsh = StapshGuest(found.runner, guest_dir, "interrupt", "tcg")
+    stapsh.boot()
+    relay = stapsh.relay
+    environment = {**modules.tests_environment(stap_path, found.kernel), "STAPMATRIX_STAPSH": "/work/interrupt.sock"}
+    # stap in the background; on "started", SIGINT to it alone (its process group would be
+    # the shell's), then what stap printed and its exit status.
+    shell = (f"cd /work/home; stap -e '{INTERRUPTED_SCRIPT}' > out 2> err & pid=$!; "
+             "n=0; until grep -q started out || [ $n -gt 600 ]; do sleep 0.2; n=$((n + 1)); done; "
+             "kill -INT $pid; wait $pid; echo \"status $?\" >> out; cat out err")
+    try:
+        with modules.cell_container(found.cell, guest_dir, found.kernel, None, environment,
+                                    modules.TESTS_PATH) as container:
+            code, output = docker_env.exec_with_limit(container, ["sh", "-c", shell], what="interrupted stap",
+                                                      timeout_s=600)
+            again, second = docker_env.exec_with_limit(
+                container, ["stap", "-e", 'probe begin { println("second"); exit() }'], what="second stap",
+                timeout_s=600)
+    finally:
+        stapsh.stop()
+    text = output.decode(errors="replace")
+    assert code == 0 and text.splitlines()[:3] == ["started", "end probe ran", "status 0"], text
+    assert relay is not None and len(relay.interrupted) == 1  # the SIGINT went to staprun, not stapsh's quit
+    assert again == 0 and second.decode().strip() == "second", second

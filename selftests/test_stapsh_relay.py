@@ -264,6 +264,9 @@ def test_stap_interrupted_is_a_sigint_for_the_guests_staprun_and_the_end_output_
     stapsh.run_connection.sendall(b"data stdout 22\nsystemtap ending probe\nquit\n")  # staprun's end, then stapsh leaves
     assert replies.read(len(b"data stdout 22\nsystemtap ending probe\nquit\n")) == \
         b"data stdout 22\nsystemtap ending probe\nquit\n"
+    deadline = time.monotonic() + 10  # the relay notes the pid once the guest's answer reached it
+    while not relay.interrupted and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert control.requests == [b"INT\n"] and relay.interrupted == [4242]
     replies.close()
     client.close()
@@ -317,7 +320,7 @@ def test_stapshs_debug_lines_before_a_reply_reach_stap_and_the_stream_stays_in_s
     """stap -vvv sends `option verbose`; stapsh then writes debug lines on the port before each
     reply, which stap prints and skips (remote.cxx: get_reply). Read as one line, a reply with
     debug lines before it hung the session (stap_bufsize.exp)."""
-    stapsh, relay, client, replies, control = relayed
+    _, relay, client, replies, control = relayed
     control.say(b"ready 17\n")
     client.sendall(b"stap 5.6\n")
     assert replies.readline().startswith(b"stapsh 5.6 ")
