@@ -178,11 +178,15 @@ class GuestControl:
                 self._stopped.wait(0.1)  # QEMU is not listening yet
                 continue
             self._socket = connection
-            with connection, connection.makefile("rb") as lines:
+            with connection, connection.makefile("rb") as lines, contextlib.suppress(OSError):
                 while not self._stopped.is_set() and (line := lines.readline(256)):
                     self._heard(line)
             self._socket = None
-            return  # QEMU left: the guest is gone
+            # QEMU left: the guest is gone, and a stap waiting for a stapsh gets none at once.
+            self._stopped.set()
+            with self._changed:
+                self._changed.notify_all()
+            return
 
     def _heard(self, line: bytes) -> None:
         match = CONTROL_LINE_RE.fullmatch(line)

@@ -335,3 +335,21 @@ def test_stapshs_debug_lines_before_a_reply_reach_stap_and_the_stream_stays_in_s
     client.sendall(b"option data\n")
     assert [replies.readline() for _ in range(2)] == [b"stapsh:process_command:713 command: option data\n", b"OK\n"]
     assert relay.split == [("stap_abc.ko", len(module), 2)]
+
+
+def test_a_guest_that_is_gone_offers_no_stapsh_at_once(tmp_path: Path) -> None:
+    """QEMU closed the control port (the guest died): a stap waiting for a stapsh is told at
+    once, not after READY_WAIT_S."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(tmp_path / "control.sock"))
+    server.listen(1)
+    control = stapsh_relay.GuestControl(str(tmp_path / "control.sock"))
+    control.start()
+    connection, _ = server.accept()
+    connection.sendall(b"ready 9\n")
+    assert control.take_ready(10) == 9
+    connection.close()
+    started = time.monotonic()
+    assert control.take_ready(30) is None and time.monotonic() - started < 5
+    control.thread.join(5)
+    assert not control.thread.is_alive()
