@@ -283,7 +283,7 @@ def _judge_run(code: int, output: str, timed_out: bool, console: str, taint: str
     return Outcome.PASS, ""
 
 
-SUBSTITUTED_PROC_RE = re.compile(r"`[^`]*/proc/[^`]*`|\$\([^)]*/proc/")
+EVALUATE_WAIT_S = 60.0  # the guest runs the substitution within 10 s; TCG and a busy host add to it
 
 
 def _words(command: str) -> list[str]:
@@ -309,16 +309,57 @@ def guest_command(test: ExampleTest) -> str:
     return SHELL_PID_RE.sub(GUEST_SHELL_PID, test.command)
 
 
-def host_bound(test: ExampleTest) -> str:
-    """Why an installcheck command cannot mean the guest, or "": under stap --remote the shell
-    that runs it is the container's, so what it reads from /proc in a command substitution is
-    the host's (check.exp runs the command on the machine under test)."""
-    if SUBSTITUTED_PROC_RE.search(test.command):
-        return "reads /proc in a command substitution, which under stap --remote is the host's, not the guest's"
-    return ""
+# A command substitution that reads /proc (`...` or $(...), not nested): check.exp's shell
+# evaluates it on the machine under test (io/mbrwatch: the first disk of /proc/partitions).
+SUBSTITUTION_RE = re.compile(r"`(?P<backticks>[^`]*/proc/[^`]*)`|\$\((?P<dollar>[^()]*/proc/[^()]*)\)")
+Evaluate = Callable[[str], str | None]
 
 
-def _install_try(cell: ExampleCell, guest: StapshGuest, container: Container, test: ExampleTest,
+def _quoting_at(command: str, end: int) -> str:
+    """The shell quoting in force at `end`: "", "'" or '"'."""
+    state, escaped = "", False
+    for char in command[:end]:
+        if escaped:
+            escaped = False
+        elif char == "\\" and state != "'":
+            escaped = True
+        elif char in "'\"" and state in ("", char):
+            state = "" if state == char else char
+    return state
+
+
+def _as_written(printed: str, quoting: str) -> str:
+    """What the shell put in the substitution's place, written so that the container's shell
+    puts it there again: trailing newlines dropped, as a substitution does; unquoted, split
+    into words (not globbed)."""
+    text = printed.rstrip("\n")
+    if quoting == '"':
+        return re.sub(r'([\\$`"])', r"\\\1", text)
+    return " ".join(shlex.quote(word) for word in text.split()) or "''"
+
+
+def in_guest(command: str, evaluate: Evaluate) -> tuple[str, str]:
+    """The command with each substitution that reads /proc replaced by what it printed in
+    the guest (`evaluate`: GuestControl.evaluate), and why it cannot run, or "". Under stap
+    --remote the command's shell is the container's, whose /proc is the host's."""
+    why: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        if _quoting_at(command, match.start()) == "'":
+            return match[0]  # a literal, not a substitution
+        inner = match["backticks"] or match["dollar"]
+        printed = evaluate(inner)
+        if printed is None:
+            why.append(f"the guest did not evaluate its command substitution `{inner}`")
+        elif not printed.strip():
+            why.append(f"its command substitution `{inner}` printed nothing in the guest")
+        return _as_written(printed or "", _quoting_at(command, match.start()))
+
+    resolved = SUBSTITUTION_RE.sub(replace, command)
+    return resolved, "; ".join(why)
+
+
+def _install_try(cell: ExampleCell, guest: StapshGuest, container: Container, test: ExampleTest, command: str,
                  try_number: int) -> tuple[Outcome, str, float, dict[str, str], str]:
     """One run of the command: (outcome, detail, seconds, its files, why the remote machinery
     failed or "")."""
@@ -327,7 +368,6 @@ def _install_try(cell: ExampleCell, guest: StapshGuest, container: Container, te
     stap_dir = stap_options_dir(cell, guest.name, ["-r", cell.kernel.release,
                                                    f"--remote=unix:/work/{guest.socket.name}"])
     started = time.monotonic()
-    command = guest_command(test)
     code, raw, ended = docker_env.exec_watched(
         container, ["sh", "-c", command], what=test.name, timeout_s=INSTALLCHECK_LIMIT_S,
         stop_when=lambda text: bool(remote_failure(text)),
@@ -361,10 +401,14 @@ def _install_try(cell: ExampleCell, guest: StapshGuest, container: Container, te
 
 
 def _installcheck(cell: ExampleCell, guest: StapshGuest, container: Container, test: ExampleTest) -> ExampleVerdict:
-    why = host_bound(test)
-    if why:
-        return ExampleVerdict(test, Outcome.SKIP, f"not run: the command {why}",
-                              artifacts=_record(cell, test, test.command, ""))
+    command = guest_command(test)
+    if SUBSTITUTION_RE.search(command):
+        control = guest.relay.control if guest.relay else None
+        if control is None:
+            raise InfraError(f"{test.name}: the guest has no control port to evaluate the command's substitution")
+        command, why = in_guest(command, lambda inner: control.evaluate(inner, EVALUATE_WAIT_S))
+        if why:
+            return ExampleVerdict(test, Outcome.SKIP, f"not run: {why}", artifacts=_record(cell, test, command, ""))
     tries: list[tuple[Outcome, str]] = []
     lost: list[str] = []
     seconds = 0.0
@@ -372,7 +416,7 @@ def _installcheck(cell: ExampleCell, guest: StapshGuest, container: Container, t
     try_number = 0
     while len(tries) < cell.reruns + 1:
         try_number += 1
-        outcome, detail, took, files, remote = _install_try(cell, guest, container, test, try_number)
+        outcome, detail, took, files, remote = _install_try(cell, guest, container, test, command, try_number)
         seconds += took
         artifacts = artifacts or files
         if remote:

@@ -36,10 +36,16 @@ TAINT_WAIT_S = 5.0
 STAPSH_EXIT_RE = re.compile(r"stapmatrix: stapsh exited ([0-9]+), restarting")
 
 
+DISK_BYTES = 1024 * 1024
+
+
 def qemu_stapsh_args(name: str) -> list[str]:
-    """stapsh's port, and the control port between the host's relay and the guest's init
-    (harness/stapsh_relay.py, GuestControl)."""
+    """stapsh's port, the control port between the host's relay and the guest's init
+    (harness/stapsh_relay.py, GuestControl), and a small disk: the machine under test has one,
+    and examples read it (io/mbrwatch reads the first sector of the first disk in
+    /proc/partitions)."""
     return [
+        "-drive", f"file=/guest/{name}-disk.img,if=virtio,format=raw",
         "-device", "virtio-serial-pci",
         "-chardev", f"socket,id=stapsh,path=/guest/{name}-qemu.sock,server=on,wait=off",
         "-device", "virtserialport,chardev=stapsh,name=org.systemtap.stapsh.0",
@@ -88,6 +94,8 @@ class StapshGuest:
         self.boots += 1
         self.qemu_socket.unlink(missing_ok=True)
         self.control_socket.unlink(missing_ok=True)
+        with (self.guest_dir / f"{self.name}-disk.img").open("wb") as disk:
+            disk.truncate(DISK_BYTES)  # zeros, fresh each boot
         self.relay = StapshRelay(self.socket, self.qemu_socket, self.control_socket)
         self.relay.start()
         command = qemu_command(self.accel, "", f"{self.name}-{self.boots}", initrd=INITRD, extra_append="sm.stapsh=1",

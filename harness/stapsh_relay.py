@@ -41,6 +41,7 @@ mends through a control port of the guest's init (org.stapmatrix.control.0, Gues
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -68,7 +69,8 @@ READY_WAIT_S = 120.0
 KICK_S = 2.0
 HELLO_WAIT_S = 60.0
 INTERRUPT_ANSWER_S = 10.0  # init answers at once; a guest this slow is not serving anyway
-CONTROL_LINE_RE = re.compile(rb"(ready|gone|signalled) ([0-9]{1,9})\n|nobody\n")
+CONTROL_LINE_RE = re.compile(rb"(ready|gone|signalled) ([0-9]{1,9})\n|nobody\n|(evaluated) ([A-Za-z0-9+/=]{0,8192})\n")
+EVALUATE_LIMIT = 4096  # bytes of a command the guest evaluates, and of what it prints
 
 
 class Closed(Exception):
@@ -143,14 +145,17 @@ class GuestControl:
     """The host's end of the guest init's control port (org.stapmatrix.control.0,
     harness/guest/init): init says `ready PID` when a stapsh has its port open with O_ASYNC and
     `gone PID` when it exited; the relay says `INT` (a SIGINT for the running staprun, answered
-    `signalled PID` or `nobody`) and `KICK` (a SIGIO for stapsh). One connection for the
-    guest's life, made as soon as QEMU listens."""
+    `signalled PID` or `nobody`), `KICK` (a SIGIO for stapsh) and `EVAL BASE64` (a command
+    for the guest's shell, answered `evaluated BASE64` with what it printed). One connection
+    for the guest's life, made as soon as QEMU listens."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._socket: socket.socket | None = None
         self._ready: int | None = None  # the pid of a stapsh no connection has had yet
         self._answer: bytes | None = None
+        self._evaluated: bytes | None = None  # base64 of what the guest's shell printed
+        self._evaluating = threading.Lock()  # one command at a time
         self._changed = threading.Condition()
         self._send_lock = threading.Lock()
         self._stopped = threading.Event()
@@ -167,6 +172,10 @@ class GuestControl:
                 connection.shutdown(socket.SHUT_RDWR)
         with self._changed:
             self._changed.notify_all()
+
+    @property
+    def connected(self) -> bool:
+        return self._socket is not None
 
     def _run(self) -> None:
         while not self._stopped.is_set():
@@ -194,7 +203,9 @@ class GuestControl:
             logger.info("stapsh control: ignored %r from the guest", line[:80])
             return
         with self._changed:
-            if match[1] == b"ready":
+            if match[3] == b"evaluated":
+                self._evaluated = match[4]
+            elif match[1] == b"ready":
                 self._ready = int(match[2])
             elif match[1] == b"gone":
                 if self._ready == int(match[2]):
@@ -221,6 +232,23 @@ class GuestControl:
 
     def kick(self) -> None:
         self._send(b"KICK")
+
+    def evaluate(self, command: str, timeout_s: float) -> str | None:
+        """What the guest's shell prints for `command` (its own `sh -c`, at most 10 s there),
+        or None: no guest answered. For a command substitution an example's command makes on
+        the machine under test (harness/example_run.py)."""
+        if len(command.encode()) > EVALUATE_LIMIT:
+            raise ValueError(f"a command of {len(command.encode())} bytes for the guest: at most {EVALUATE_LIMIT}")
+        encoded = base64.b64encode(command.encode())
+        with self._evaluating, self._changed:
+            self._evaluated = None
+            if not self._send(b"EVAL " + encoded):
+                return None
+            self._changed.wait_for(lambda: self._evaluated is not None or self._stopped.is_set(), timeout_s)
+            answer = self._evaluated
+        if answer is None:
+            return None
+        return base64.b64decode(answer)[:EVALUATE_LIMIT].decode("utf-8", "replace")
 
     def interrupt(self, timeout_s: float) -> int | None:
         """SIGINT for the guest's staprun: its pid, or None (none runs, or no answer)."""

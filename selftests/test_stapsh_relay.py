@@ -7,6 +7,7 @@ path (a module over 32 MB loaded in a guest through stap --remote; a DejaGnu tes
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
@@ -121,6 +122,9 @@ class StandInControl:
                     self.interrupted.set()
                 elif line == b"KICK\n":
                     self.kicked.set()
+                elif line.startswith(b"EVAL "):  # as init: what `sh` printed, base64
+                    command = base64.b64decode(line[5:])
+                    self.say(b"evaluated " + base64.b64encode(b"vda\n" if b"/proc/partitions" in command else b"") + b"\n")
 
 
 @pytest.fixture
@@ -353,3 +357,15 @@ def test_a_guest_that_is_gone_offers_no_stapsh_at_once(tmp_path: Path) -> None:
     assert control.take_ready(30) is None and time.monotonic() - started < 5
     control.thread.join(5)
     assert not control.thread.is_alive()
+
+
+def test_a_command_substitution_is_evaluated_by_the_guests_shell(relayed) -> None:  # type: ignore[no-untyped-def]
+    _, relay, _, _, control = relayed
+    deadline = time.monotonic() + 10
+    while not relay.control.connected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert relay.control.evaluate("grep -v major /proc/partitions | awk '{print $4}' | head -1", 10) == "vda\n"
+    assert relay.control.evaluate("true", 10) == ""
+    assert control.requests[0] == b"EVAL " + base64.b64encode(b"grep -v major /proc/partitions | awk '{print $4}' | head -1") + b"\n"
+    with pytest.raises(ValueError, match="at most 4096"):
+        relay.control.evaluate("x" * 5000, 1)

@@ -108,7 +108,8 @@ if [ "$with_stapsh" = stapsh ]; then
     # modules.dep was made when the kernel entered the store (harness/dockerfiles/extract-kernel.sh):
     # take the modules in load order, decompressed (busybox insmod cannot read .ko.xz).
     n=0
-    for module in $(modprobe -a -S "$kver" --show-depends virtio_pci virtio_console | awk '$1 == "insmod" && !seen[$2]++ {print $2}'); do
+    # virtio_blk: the guest's small disk (harness/stapsh_guest.py); a kernel without it has none.
+    for module in $(modprobe -a -S "$kver" --show-depends virtio_pci virtio_console virtio_blk 2>/dev/null | awk '$1 == "insmod" && !seen[$2]++ {print $2}'); do
         n=$((n + 1))
         name=$(printf '%02d-%s' "$n" "$(basename "$module" | sed 's/\.ko.*//')")
         case "$module" in
