@@ -46,11 +46,22 @@ FILE_LIMIT_S = 1800  # one .exp file: a few minutes; a file that takes this long
 SUM_LINE_RE = re.compile(r"^(PASS|FAIL|XPASS|XFAIL|KPASS|KFAIL|UNTESTED|UNSUPPORTED|UNRESOLVED|ERROR): (.*)$")
 
 
+# What a test adds to its name from its run: counts in parentheses at the end
+# ("self-unwind-ensure-exact (40)", then "(36)" in the next try; "backtrace (3 43)",
+# "wakeup (8,2,8,1)"). Not part of what the test is: `diff` and the tries match without it.
+RUN_COUNTS_RE = re.compile(r"\s*\([0-9][0-9 ,./:-]*\)$")
+
+
 @dataclass(frozen=True)
 class DejaGnuResult:
     exp: str  # the .exp file the line came from
     status: str  # PASS, FAIL, KFAIL, ...
     name: str
+
+    @property
+    def test(self) -> str:
+        """The name the record goes by: the line's name without the counts of its run."""
+        return RUN_COUNTS_RE.sub("", self.name) or self.name
 
     @property
     def pytest_outcome(self) -> str:
@@ -203,10 +214,10 @@ def _line_verdicts(file_run: FileRun) -> dict[tuple[str, int], TryVerdict]:
     verdicts: dict[tuple[str, int], TryVerdict] = {}
     seen: dict[str, int] = {}
     for line in file_run.lines:
-        seen[line.name] = seen.get(line.name, 0) + 1
+        seen[line.test] = seen.get(line.test, 0) + 1
         # A plain PASS says nothing more; anything else (KPASS too) keeps DejaGnu's word.
         detail = "" if line.status == "PASS" else f"DejaGnu {line.status}: {line.name}"
-        verdicts[(line.name, seen[line.name])] = (DEJAGNU_OUTCOME[line.pytest_outcome], detail)
+        verdicts[(line.test, seen[line.test])] = (DEJAGNU_OUTCOME[line.pytest_outcome], detail)
     return verdicts
 
 

@@ -55,3 +55,22 @@ def test_a_file_that_crashed_once_is_flaky_as_a_file() -> None:
     assert (line.test, line.outcome) == ("testsuite:systemtap.base/x.exp:x one", Outcome.PASS)
     assert (whole.test, whole.outcome, whole.is_line) == ("testsuite:systemtap.base/x.exp", Outcome.FLAKY, False)
     assert first.failed and not first.retries[0].failed
+
+
+def test_counts_a_line_carries_are_not_its_name(data) -> None:  # type: ignore[no-untyped-def]
+    """Two real tries of backtrace.exp (release-5.5 on 6.12.118, 2026-12-04): the failing line
+    was `self-unwind-ensure-exact (40)`, then `(36)`. One test that failed twice, not two flaky
+    ones; the detail keeps DejaGnu's own line."""
+    tries = [parse_sum((data / "dejagnu-tries" / f"backtrace-try{n}.sum").read_text()) for n in (1, 2)]
+    first = FileRun("systemtap.base/backtrace.exp", tries[0])
+    first.retries.append(FileRun("systemtap.base/backtrace.exp", tries[1]))
+    verdicts = {v.test: v for v in over_tries(first)}
+    assert list(verdicts) == ["testsuite:systemtap.base/backtrace.exp:backtrace",
+                              "testsuite:systemtap.base/backtrace.exp:backtrace-unwindsyms",
+                              "testsuite:systemtap.base/backtrace.exp:self-unwind-ensure-exact"]
+    failed = verdicts["testsuite:systemtap.base/backtrace.exp:self-unwind-ensure-exact"]
+    assert failed.outcome is Outcome.FAIL_OUTPUT and failed.detail == "DejaGnu FAIL: self-unwind-ensure-exact (40)"
+    assert [d for _, d in failed.tries] == ["DejaGnu FAIL: self-unwind-ensure-exact (40)",
+                                            "DejaGnu FAIL: self-unwind-ensure-exact (36)"]
+    assert [DejaGnuResult("x.exp", "PASS", n).test for n in ("wakeup (8,2,8,1)", "kprobes (dyninst)", "(3)")] == \
+        ["wakeup", "kprobes (dyninst)", "(3)"]
