@@ -201,8 +201,8 @@ def cell_work(cell: Cell) -> str:
                      f"installcheck) from {cell.work.corpus.origin if cell.work.corpus else ''}")
     if cell.dejagnu:
         bound = sum(1 for f in cell.dejagnu if f.host_bound)
-        parts.append(f"{len(cell.dejagnu)} DejaGnu file(s)" + (f", {bound} of them not run (they work outside the "
-                                                                "guest)" if bound else ""))
+        parts.append(f"{len(cell.dejagnu)} DejaGnu file(s)" + (f", {bound} of them not run (stap --remote cannot "
+                                                                "judge them)" if bound else ""))
     return ", ".join(parts)
 
 
