@@ -36,13 +36,13 @@ from harness.guest import TIMEOUT_SCALE, GuestRun, choose_accel, run_guest
 from harness.judge import apply_known_failure, judge
 from harness.kernel_store import KernelTree
 from harness.modules import Compiled, compile_cell, lazy_container, pack_guest
-from harness.outcomes import Outcome, Result, Stage, Try
+from harness.outcomes import Outcome, Result, Stage, Try, over_tries
 from harness.plan import Cell
 from harness.progress import Event, ImageBuilt, KernelReady, Progress, Step
 from harness.scripts import TestScript
 from harness.specs import KernelSpec, Rule, StapSpec
 from harness.suites import provided_compilers
-from harness.testsuite import FileRun, over_tries, run_testsuite
+from harness.testsuite import FileRun, file_verdicts, run_testsuite
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -399,11 +399,8 @@ def _judge(script: TestScript, compiled: Compiled, guest: GuestRun, context: Cel
 def _final(script: TestScript, compiled: Compiled, tries: list[Verdict], context: CellContext, run: CellRun,
            guest_dir: Path) -> Result:
     """The test's record: one outcome from its tries, then the matrix's known failures."""
-    outcome, detail, files = tries[0]
-    if len({t[0] for t in tries}) > 1:
-        outcome = Outcome.FLAKY
-        detail = "different outcomes in fresh boots: " + "; ".join(
-            f"try {n}: {o.value}" + (f" ({d.splitlines()[0]})" if d else "") for n, (o, d, _) in enumerate(tries, 1))
+    files = tries[0][2]
+    outcome, detail = over_tries([(o, d) for o, d, _ in tries], "boots")
     rule = context.known_failure(run.cell.kernel.spec, run.cell.stap.spec, script.name)
     if outcome is not Outcome.FLAKY:
         outcome, detail, actual = apply_known_failure(outcome, detail, rule)
@@ -455,7 +452,7 @@ def _file_results(file_run: FileRun, cell: Cell, context: CellContext, run: Cell
     for number, again in enumerate(file_run.retries, 2):
         artifacts.update({f"try{number}_{name}": path for name, path in again.artifacts.items()})
     results = []
-    for verdict in over_tries(file_run):
+    for verdict in file_verdicts(file_run):
         rule = context.known_failure(cell.kernel.spec, cell.stap.spec, verdict.test) if verdict.is_line else None
         outcome, detail, actual = verdict.outcome, verdict.detail, ""
         if outcome is not Outcome.FLAKY:

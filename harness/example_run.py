@@ -49,7 +49,7 @@ from harness.modules import (
     forget_unconfirmed_failed_queries,
     stap_cache_dir,
 )
-from harness.outcomes import Outcome
+from harness.outcomes import Outcome, over_tries
 from harness.progress import Progress, Step
 from harness.settings import cache_dir
 from harness.stapsh_guest import StapshGuest, deal, in_parallel
@@ -345,7 +345,8 @@ def in_guest(command: str, evaluate: Evaluate) -> tuple[str, str]:
     why: list[str] = []
 
     def replace(match: re.Match[str]) -> str:
-        if _quoting_at(command, match.start()) == "'":
+        quoting = _quoting_at(command, match.start())
+        if quoting == "'":
             return match[0]  # a literal, not a substitution
         inner = match["backticks"] or match["dollar"]
         printed = evaluate(inner)
@@ -353,7 +354,7 @@ def in_guest(command: str, evaluate: Evaluate) -> tuple[str, str]:
             why.append(f"the guest did not evaluate its command substitution `{inner}`")
         elif not printed.strip():
             why.append(f"its command substitution `{inner}` printed nothing in the guest")
-        return _as_written(printed or "", _quoting_at(command, match.start()))
+        return _as_written(printed or "", quoting)
 
     resolved = SUBSTITUTION_RE.sub(replace, command)
     return resolved, "; ".join(why)
@@ -428,11 +429,7 @@ def _installcheck(cell: ExampleCell, guest: StapshGuest, container: Container, t
         tries.append((outcome, detail))
         if outcome not in RERUN_OUTCOMES:
             break
-    outcome, detail = tries[0]
-    if len({o for o, _ in tries}) > 1:
-        outcome = Outcome.FLAKY
-        detail = "different outcomes in fresh runs: " + "; ".join(
-            f"try {n}: {o.value}" + (f" ({d.splitlines()[0]})" if d else "") for n, (o, d) in enumerate(tries, 1))
+    outcome, detail = over_tries(tries, "runs")
     if lost:
         detail = (detail + "\n" if detail else "") + f"(and {len(lost)} run(s) lost to stap --remote itself: {lost[0]})"
     return ExampleVerdict(test, outcome, detail, seconds, False, artifacts, tries if len(tries) > 1 else [])

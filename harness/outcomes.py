@@ -77,6 +77,17 @@ class Try:
     detail: str = ""
 
 
+def over_tries(tries: list[tuple[Outcome, str]], fresh: str) -> tuple[Outcome, str]:
+    """One outcome from a test's tries: the first's, or `flaky` with every try in the detail
+    when they differ (`fresh`: what each try ran in, "boots" or "runs")."""
+    outcome, detail = tries[0]
+    if len({o for o, _ in tries}) > 1:
+        outcome = Outcome.FLAKY
+        detail = f"different outcomes in fresh {fresh}: " + "; ".join(
+            f"try {n}: {o.value}" + (f" ({d.splitlines()[0]})" if d else "") for n, (o, d) in enumerate(tries, 1))
+    return outcome, detail
+
+
 @dataclass
 class Result:
     kernel: str  # the kernel as the matrix names it: an ABI name, git:URL@REF or path:DIR

@@ -125,6 +125,13 @@ def send_in_parts(name: bytes, size: int, client: BufferedReader, guest: socket.
     return debug + b"OK\n", index
 
 
+def _hang_up(*ends: socket.socket) -> None:
+    """Shut each socket both ways: shutdown() wakes a thread blocked on it, close() does not."""
+    for end in ends:
+        with contextlib.suppress(OSError):
+            end.shutdown(socket.SHUT_RDWR)
+
+
 def _pump(source: BufferedReader, target: socket.socket, ends: tuple[socket.socket, ...]) -> None:
     """Bytes from `source` to `target` until `source` ends; then the session ends, both ways.
 
@@ -136,9 +143,7 @@ def _pump(source: BufferedReader, target: socket.socket, ends: tuple[socket.sock
     with contextlib.suppress(OSError):
         while data := source.read1(CHUNK):
             target.sendall(data)
-    for end in ends:
-        with contextlib.suppress(OSError):
-            end.shutdown(socket.SHUT_RDWR)
+    _hang_up(*ends)
 
 
 class GuestControl:
@@ -153,9 +158,8 @@ class GuestControl:
         self.path = path
         self._socket: socket.socket | None = None
         self._ready: int | None = None  # the pid of a stapsh no connection has had yet
-        self._answer: bytes | None = None
-        self._evaluated: bytes | None = None  # base64 of what the guest's shell printed
-        self._evaluating = threading.Lock()  # one command at a time
+        self._answer: re.Match[bytes] | None = None  # init's answer to the request in flight
+        self._asking = threading.Lock()  # one request (INT, EVAL) at a time
         self._changed = threading.Condition()
         self._send_lock = threading.Lock()
         self._stopped = threading.Event()
@@ -168,8 +172,7 @@ class GuestControl:
         self._stopped.set()
         connection = self._socket
         if connection is not None:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
+            _hang_up(connection)
         with self._changed:
             self._changed.notify_all()
 
@@ -203,15 +206,13 @@ class GuestControl:
             logger.info("stapsh control: ignored %r from the guest", line[:80])
             return
         with self._changed:
-            if match[3] == b"evaluated":
-                self._evaluated = match[4]
-            elif match[1] == b"ready":
+            if match[1] == b"ready":
                 self._ready = int(match[2])
             elif match[1] == b"gone":
                 if self._ready == int(match[2]):
                     self._ready = None
             else:
-                self._answer = line
+                self._answer = match  # signalled, nobody, evaluated
             self._changed.notify_all()
 
     def take_ready(self, timeout_s: float) -> int | None:
@@ -233,32 +234,30 @@ class GuestControl:
     def kick(self) -> None:
         self._send(b"KICK")
 
+    def _ask(self, request: bytes, timeout_s: float) -> re.Match[bytes] | None:
+        """init's answer to `request`, or None: no guest answered."""
+        with self._asking, self._changed:
+            self._answer = None
+            if not self._send(request):
+                return None
+            self._changed.wait_for(lambda: self._answer is not None or self._stopped.is_set(), timeout_s)
+            return self._answer
+
     def evaluate(self, command: str, timeout_s: float) -> str | None:
         """What the guest's shell prints for `command` (its own `sh -c`, at most 10 s there),
         or None: no guest answered. For a command substitution an example's command makes on
         the machine under test (harness/example_run.py)."""
         if len(command.encode()) > EVALUATE_LIMIT:
             raise ValueError(f"a command of {len(command.encode())} bytes for the guest: at most {EVALUATE_LIMIT}")
-        encoded = base64.b64encode(command.encode())
-        with self._evaluating, self._changed:
-            self._evaluated = None
-            if not self._send(b"EVAL " + encoded):
-                return None
-            self._changed.wait_for(lambda: self._evaluated is not None or self._stopped.is_set(), timeout_s)
-            answer = self._evaluated
-        if answer is None:
+        answer = self._ask(b"EVAL " + base64.b64encode(command.encode()), timeout_s)
+        if answer is None or answer[3] != b"evaluated":
             return None
-        return base64.b64decode(answer)[:EVALUATE_LIMIT].decode("utf-8", "replace")
+        return base64.b64decode(answer[4])[:EVALUATE_LIMIT].decode("utf-8", "replace")
 
     def interrupt(self, timeout_s: float) -> int | None:
         """SIGINT for the guest's staprun: its pid, or None (none runs, or no answer)."""
-        with self._changed:
-            self._answer = None
-            if not self._send(b"INT"):
-                return None
-            self._changed.wait_for(lambda: self._answer is not None or self._stopped.is_set(), timeout_s)
-            answer = CONTROL_LINE_RE.fullmatch(self._answer or b"")
-        return int(answer[2]) if answer and answer[2] else None
+        answer = self._ask(b"INT", timeout_s)
+        return int(answer[2]) if answer is not None and answer[1] == b"signalled" else None
 
 
 class StapshRelay:
@@ -306,17 +305,14 @@ class StapshRelay:
         if server is not None:
             # shutdown() wakes the thread blocked in accept(); close() alone does not, and every
             # guest boot would leave one behind (seen: seven in one selftest worker).
-            with contextlib.suppress(OSError):
-                server.shutdown(socket.SHUT_RDWR)
+            _hang_up(server)
             with contextlib.suppress(OSError):
                 server.close()
         if self.control is not None:
             self.control.stop()
         with self._lock:
             sessions = list(self._sessions)
-        for connection in sessions:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
+        _hang_up(*sessions)
         self.listen.unlink(missing_ok=True)
         directory, self._directory = self._directory, None
         if directory is not None:
@@ -381,9 +377,7 @@ class StapshRelay:
                         logger.info("stapsh relay: stap was interrupted: SIGINT to staprun %d in the guest", pid)
                         continue
                 guest.sendall(line)
-        for end in ends:
-            with contextlib.suppress(OSError):
-                end.shutdown(socket.SHUT_RDWR)
+        _hang_up(*ends)
 
     def _hello(self, guest: socket.socket, guest_in: BufferedReader) -> bytes:
         """stapsh's first reply, asking init to kick a stapsh that missed the connection."""

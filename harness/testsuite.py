@@ -15,7 +15,7 @@ own (`make installcheck RUNTESTFLAGS=FILE`) in a freshly booted guest, so a file
 or hangs the guest is named, its lines kept, and the next file starts on a clean kernel. Each
 DejaGnu result line (`PASS: name`) becomes one outcome; a splat or new taint while a file ran is one more,
 `testsuite:FILE: kernel`. A file with a failure is run again in a fresh boot (`reruns`, as
-scripts are), and a line whose outcome differs between tries is `flaky` (cell.py). The
+scripts are), and a line whose outcome differs between tries is `flaky` (file_verdicts). The
 `.sum` and `.log` files of every try are kept with the cell's artifacts.
 """
 
@@ -35,7 +35,7 @@ from harness.guest import TAINT_ALLOWED, crash_excerpt, forced_stap_module, new_
 from harness.judge import splat_lines
 from harness.kernel_store import KernelTree
 from harness.modules import TESTS_PATH, cell_container, stap_cache_dir, tests_environment
-from harness.outcomes import Outcome
+from harness.outcomes import Outcome, over_tries
 from harness.progress import Progress, Step
 from harness.stapsh_guest import StapshGuest, deal, in_parallel
 
@@ -237,15 +237,11 @@ def _file_verdict(file_run: FileRun) -> TryVerdict | None:
 
 def _combine(test: str, tries: list[TryVerdict], is_line: bool = True) -> DejaGnuVerdict:
     """The first try's outcome, or `flaky` when the tries differ (every try in the detail)."""
-    outcome, detail = tries[0]
-    if len({o for o, _ in tries}) > 1:
-        outcome = Outcome.FLAKY
-        detail = "different outcomes in fresh boots: " + "; ".join(
-            f"try {n}: {o.value}" + (f" ({d.splitlines()[0]})" if d else "") for n, (o, d) in enumerate(tries, 1))
+    outcome, detail = over_tries(tries, "boots")
     return DejaGnuVerdict(test, outcome, detail, tuple(tries) if len(tries) > 1 else (), is_line)
 
 
-def over_tries(file_run: FileRun) -> list[DejaGnuVerdict]:
+def file_verdicts(file_run: FileRun) -> list[DejaGnuVerdict]:
     """The records of one DejaGnu file over its tries: each line any try gave (the first
     try's order first), then the file's own record when a try crashed, hung, left a splat or
     new taint, or gave no line."""

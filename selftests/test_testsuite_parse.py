@@ -4,7 +4,7 @@ and kprobes.exp run against Debian's 6.12.117 guest through stap --remote."""
 from __future__ import annotations
 
 from harness.outcomes import Outcome
-from harness.testsuite import DejaGnuResult, FileRun, over_tries, parse_sum
+from harness.testsuite import DejaGnuResult, FileRun, file_verdicts, parse_sum
 
 
 def test_real_sum(data) -> None:  # type: ignore[no-untyped-def]
@@ -35,7 +35,7 @@ def test_a_line_that_differs_between_tries_is_flaky(data) -> None:  # type: igno
                     parse_sum((data / "dejagnu-tries" / "kretprobe-vars-try1-fail.sum").read_text()))
     first.retries.append(FileRun("systemtap.base/kretprobe-vars.exp",
                                  parse_sum((data / "dejagnu-tries" / "kretprobe-vars-try2-pass.sum").read_text())))
-    verdicts = {v.test.rsplit(":", 1)[1]: v for v in over_tries(first)}
+    verdicts = {v.test.rsplit(":", 1)[1]: v for v in file_verdicts(first)}
     assert list(verdicts) == ["kretprobe-vars startup", "kretprobe-vars load generation",
                               "kretprobe-vars unexpected output", "kretprobe-vars shutdown and output"]
     assert verdicts["kretprobe-vars startup"].outcome is Outcome.PASS
@@ -51,7 +51,7 @@ def test_a_file_that_crashed_once_is_flaky_as_a_file() -> None:
     first = FileRun("systemtap.base/x.exp", [DejaGnuResult("systemtap.base/x.exp", "PASS", "x one")],
                     crash="BUG: kernel NULL pointer dereference")
     first.retries.append(FileRun("systemtap.base/x.exp", [DejaGnuResult("systemtap.base/x.exp", "PASS", "x one")]))
-    line, whole = over_tries(first)
+    line, whole = file_verdicts(first)
     assert (line.test, line.outcome) == ("testsuite:systemtap.base/x.exp:x one", Outcome.PASS)
     assert (whole.test, whole.outcome, whole.is_line) == ("testsuite:systemtap.base/x.exp", Outcome.FLAKY, False)
     assert first.failed and not first.retries[0].failed
@@ -64,7 +64,7 @@ def test_counts_a_line_carries_are_not_its_name(data) -> None:  # type: ignore[n
     tries = [parse_sum((data / "dejagnu-tries" / f"backtrace-try{n}.sum").read_text()) for n in (1, 2)]
     first = FileRun("systemtap.base/backtrace.exp", tries[0])
     first.retries.append(FileRun("systemtap.base/backtrace.exp", tries[1]))
-    verdicts = {v.test: v for v in over_tries(first)}
+    verdicts = {v.test: v for v in file_verdicts(first)}
     assert list(verdicts) == ["testsuite:systemtap.base/backtrace.exp:backtrace",
                               "testsuite:systemtap.base/backtrace.exp:backtrace-unwindsyms",
                               "testsuite:systemtap.base/backtrace.exp:self-unwind-ensure-exact"]
